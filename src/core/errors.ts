@@ -43,7 +43,7 @@ export class NoSourceError extends BerthError {
     // When every failure was the same integrity failure, surface that code: it is what the user must know.
     const codes = new Set(errors.map(e => (e as { code?: string })?.code))
     const code = codes.size === 1 && codes.has('ERR_HASH_MISMATCH') ? 'ERR_HASH_MISMATCH' : 'ERR_NO_SOURCE'
-    super(code, message + (errors.length ? ': ' + errors.map(e => (e as Error)?.message ?? String(e)).join('; ') : ''), 502)
+    super(code, message + (errors.length ? ': ' + errors.map(e => (e as Error)?.message ?? String(e)).join('; ') : ''), code === 'ERR_HASH_MISMATCH' ? 409 : 502)
     this.errors = errors
   }
 }

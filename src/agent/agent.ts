@@ -1,0 +1,301 @@
+/**
+ * The agent (DOT's GTC): the local transfer service on a host. Two listeners:
+ *  - the local API (applications ↔ agent, loopback by default): put, get, done, status, metrics;
+ *  - the peer API (agent ↔ agent): manifests and batched chunk requests.
+ * Everything it stores lives in one ChunkStore, shared by every application: an object or chunk
+ * already here is never fetched again.
+ */
+import { realpath } from 'node:fs/promises'
+import { homedir, hostname, networkInterfaces, tmpdir } from 'node:os'
+import { isAbsolute, resolve, sep } from 'node:path'
+import { Readable } from 'node:stream'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { BadRequestError, NotFoundError, PathNotAllowedError, toBerthError } from '../core/errors.ts'
+import { type Hint, formatHint, parseHint, uniqueHints } from '../core/hints.ts'
+import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
+import { parseOid } from '../core/naming.ts'
+import { parseRange, type ByteRange } from '../core/range.ts'
+import { parseChunkerSpec, type ChunkerSpec } from '../core/chunker/index.ts'
+import {
+  CHUNK_FRAMES_TYPE, MANIFEST_TYPE, MISSING, OFFSET_FRAMES_TYPE,
+  encodeChunkHeader, encodeDescriptor, encodeManifestHead, encodeOffsetHeader, parseChunkRequest
+} from '../core/wire.ts'
+import { openStore } from '../store/index.ts'
+import type { ChunkStore } from '../store/types.ts'
+import { createAgentMetrics, type AgentMetrics } from './metrics.ts'
+import { PluginRegistry, type TransferPlugin } from './plugin.ts'
+import { PeerPlugin } from './plugins/peer.ts'
+import { putObject } from './put.ts'
+import { readStoredObject } from './read.ts'
+import { type OutputPiece, Transfer } from './transfer.ts'
+import { createHttpServer, type ListenAddress, listen, parseListen, urlOf } from './http.ts'
+
+export interface AgentOptions {
+  /** local API address; default 127.0.0.1:4650 (port 0 picks a free one) */
+  listen?: string
+  /** peer API address; default 127.0.0.1:4651 */
+  peerListen?: string
+  /** host:port other agents should use to reach the peer API (default: the bound address) */
+  advertise?: string
+  /** store directory (disk store); absent → in-memory store */
+  storeDir?: string
+  /** an already open store (tests, `berth start` sharing one store) */
+  store?: ChunkStore
+  /** directories `POST /v1/objects?path=` may read from; default: cwd, home, tmp */
+  allowedRoots?: string[]
+  /** default chunker for puts; default cdc */
+  chunker?: ChunkerSpec
+  /** extra transfer plugins (after the built-in peer plugin) */
+  plugins?: TransferPlugin[]
+  /** bind outgoing peer connections to this local address */
+  localAddress?: string
+  pool?: HashPool
+  /** collect process metrics (one agent per process) */
+  processMetrics?: boolean
+}
+
+export interface Agent {
+  readonly url: string
+  readonly peerUrl: string
+  /** the hint that points other agents here */
+  readonly selfHint: Hint
+  readonly store: ChunkStore
+  readonly metrics: AgentMetrics
+  start (): Promise<void>
+  stop (): Promise<void>
+}
+
+const DEFAULT_LISTEN = '127.0.0.1:4650'
+const DEFAULT_PEER_LISTEN = '127.0.0.1:4651'
+
+function firstExternalAddress (): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address
+  }
+  return hostname()
+}
+
+function parseHints (query: unknown): Hint[] {
+  const raw = (query as { hint?: unknown }).hint
+  const list = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw]
+  if (list.length > 64) throw new BadRequestError('at most 64 hints')
+  return uniqueHints(list.map(h => parseHint(h)))
+}
+
+function parseOrder (query: unknown): 'ordered' | 'any' {
+  const order = (query as { order?: unknown }).order
+  if (order === undefined || order === 'ordered') return 'ordered'
+  if (order === 'any') return 'any'
+  throw new BadRequestError('order must be "ordered" or "any"')
+}
+
+/** Frames each piece with its offset (order=any), or passes bytes through. */
+async function * encodeOutput (pieces: AsyncIterable<OutputPiece>, framed: boolean, metrics: AgentMetrics): AsyncGenerator<Uint8Array> {
+  for await (const p of pieces) {
+    if (framed) yield encodeOffsetHeader(p.offset, p.bytes.byteLength)
+    metrics.bytesServed.inc({ api: 'local' }, p.bytes.byteLength)
+    yield p.bytes
+  }
+}
+
+export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
+  const pool = options.pool ?? sharedHashPool()
+  const ownsStore = options.store === undefined
+  const store = options.store ?? await openStore(options.storeDir !== undefined ? { kind: 'disk', dir: options.storeDir, pool } : { kind: 'memory', pool })
+  const metrics = createAgentMetrics({ processMetrics: options.processMetrics })
+  const plugins = new PluginRegistry([new PeerPlugin({ localAddress: options.localAddress }), ...(options.plugins ?? [])])
+  const defaultChunker = options.chunker ?? { kind: 'cdc' }
+  const roots = await Promise.all((options.allowedRoots ?? [process.cwd(), homedir(), tmpdir()]).map(async r => await realpath(resolve(r)).catch(() => resolve(r))))
+  const transfers = new Set<Transfer>()
+  const closing = new AbortController()
+
+  const local = createHttpServer()
+  const peer = createHttpServer({ bodyLimit: 256 * 1024 })
+  let localAddress: ListenAddress = parseListen(options.listen ?? DEFAULT_LISTEN)
+  let peerAddress: ListenAddress = parseListen(options.peerListen ?? DEFAULT_PEER_LISTEN)
+  let selfHint: Hint = { uri: '', priority: 0, weight: 1 }
+
+  async function allowedPath (path: unknown): Promise<string> {
+    if (typeof path !== 'string' || path.length === 0 || path.length > 4096 || !isAbsolute(path)) throw new BadRequestError('path must be an absolute file path')
+    let real: string
+    try {
+      real = await realpath(path)
+    } catch (err) {
+      throw toBerthError(err)
+    }
+    // The real path (symlinks and `..` resolved) must lie under an allowed root.
+    if (!roots.some(r => real === r || real.startsWith(r.endsWith(sep) ? r : r + sep))) throw new PathNotAllowedError(`path is outside the directories this agent may read (${roots.join(', ')})`)
+    return real
+  }
+
+  /** Local API: applications ↔ agent. */
+  function localRoutes (app: FastifyInstance): void {
+    // Uploads are streamed into the chunker, never parsed or buffered.
+    app.register(async (scope) => {
+      scope.removeAllContentTypeParsers()
+      scope.addContentTypeParser('*', (_request, _payload, done) => done(null))
+      scope.post('/v1/objects', async (request: FastifyRequest, reply: FastifyReply) => {
+        const query = request.query as { path?: unknown, chunker?: unknown }
+        const chunker = query.chunker === undefined ? defaultChunker : parseChunkerSpec(String(query.chunker))
+        const signal = AbortSignal.any([closing.signal, abortOnClose(reply)])
+        let info
+        if (query.path !== undefined) {
+          const path = await allowedPath(query.path)
+          // The body is unused: drain it so the connection stays usable.
+          request.raw.resume()
+          info = await putObject({ path }, store, pool, { chunker, signal })
+        } else {
+          info = await putObject({ stream: request.raw }, store, pool, { chunker, signal })
+        }
+        metrics.objectsPut.inc()
+        metrics.bytesPut.inc(info.size)
+        return await reply.code(201).send({ oid: info.oid, size: info.size, chunks: info.chunks, hints: [selfHint] })
+      })
+    })
+
+    app.get('/v1/objects/:oid', async (request, reply) => {
+      const oid = parseOid((request.params as { oid: string }).oid)
+      const hints = parseHints(request.query)
+      const order = parseOrder(request.query)
+      const rangeHeader = request.headers.range
+      const signal = AbortSignal.any([closing.signal, abortOnClose(reply)])
+      let size: number
+      let pieces: AsyncIterable<OutputPiece>
+      let range: ByteRange | undefined
+      const stored = await store.stat(oid)
+      if (stored !== undefined) {
+        size = stored.size
+        range = parseRange(rangeHeader, size)
+        pieces = readStoredObject(store, oid, { range, signal })
+      } else {
+        if (hints.length === 0) throw new NotFoundError(`${oid} is not stored here and no hint says where it is`)
+        // The size is needed to check the Range, so the manifest head is fetched first.
+        const transfer = new Transfer(oid, hints, { store, pool, plugins, metrics }, { signal, order })
+        ;({ size } = await transfer.start())
+        range = parseRange(rangeHeader, size)
+        // The whole object is still fetched for a range: only the whole verifies against the OID.
+        if (range !== undefined) transfer.clipTo(range)
+        transfers.add(transfer)
+        pieces = (async function * () {
+          try { yield * transfer.output() } finally { transfers.delete(transfer) }
+        })()
+      }
+      reply.header('etag', `"${oid}"`).header('accept-ranges', 'bytes').header('berth-size', String(size))
+      if (order === 'any') {
+        reply.type(OFFSET_FRAMES_TYPE)
+      } else {
+        reply.type('application/octet-stream')
+        reply.header('content-length', String(range === undefined ? size : range.end - range.start + 1))
+      }
+      if (range !== undefined) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`)
+      return await reply.send(Readable.from(encodeOutput(pieces, order === 'any', metrics), { objectMode: false, highWaterMark: 4 }))
+    })
+
+    app.delete('/v1/objects/:oid', async (request, reply) => {
+      const oid = parseOid((request.params as { oid: string }).oid)
+      if (!await store.release(oid)) throw new NotFoundError(`${oid} is not stored here`)
+      return await reply.code(204).send()
+    })
+
+    app.get('/v1/objects', async (request) => {
+      const limit = Number((request.query as { limit?: unknown }).limit ?? 1000)
+      if (!Number.isInteger(limit) || limit < 1 || limit > 100000) throw new BadRequestError('limit must be an integer from 1 to 100000')
+      const objects = []
+      for await (const o of store.objects()) { objects.push(o); if (objects.length >= limit) break }
+      return { objects }
+    })
+
+    app.get('/v1/status', async () => ({
+      agent: { url: urlOf(localAddress), peer: urlOf(peerAddress), hint: selfHint },
+      usage: await store.usage(),
+      transfers: [...transfers].map(t => ({ id: t.id, oid: t.oid, size: t.size, fetched: t.bytesFetched, sent: t.bytesOut, startedAt: t.startedAt }))
+    }))
+
+    app.get('/metrics', async (_request, reply) => {
+      return await reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
+    })
+  }
+
+  /** Peer API: agent ↔ agent. */
+  function peerRoutes (app: FastifyInstance): void {
+    app.get('/v1/objects/:oid/manifest', async (request, reply) => {
+      const oid = parseOid((request.params as { oid: string }).oid)
+      const info = await store.stat(oid)
+      if (info === undefined) throw new NotFoundError(`${oid} is not stored here`)
+      const signal = abortOnClose(reply)
+      async function * lines (): AsyncGenerator<string> {
+        yield encodeManifestHead({ oid, size: info!.size, chunks: info!.chunks })
+        let batch = ''
+        for await (const d of store.manifest(oid, { signal })) {
+          batch += encodeDescriptor(d)
+          if (batch.length > 64 * 1024) { yield batch; batch = '' }
+        }
+        if (batch.length > 0) yield batch
+      }
+      return await reply.type(MANIFEST_TYPE).send(Readable.from(lines(), { objectMode: false }))
+    })
+
+    app.post('/v1/chunks', async (request, reply) => {
+      const cids = parseChunkRequest(request.body)
+      const signal = abortOnClose(reply)
+      async function * frames (): AsyncGenerator<Uint8Array> {
+        let i = 0
+        while (i < cids.length) {
+          try {
+            for await (const { cid, bytes } of store.getMany(cids.slice(i), { signal })) {
+              yield encodeChunkHeader(cid, bytes.byteLength)
+              yield bytes
+              metrics.bytesServed.inc({ api: 'peer' }, bytes.byteLength)
+              i++
+            }
+          } catch (err) {
+            if (signal.aborted) throw err
+            // Missing here, or failed verification (and dropped): say so, go on with the rest.
+            yield encodeChunkHeader(cids[i], MISSING)
+            i++
+          }
+        }
+      }
+      return await reply.type(CHUNK_FRAMES_TYPE).send(Readable.from(frames(), { objectMode: false, highWaterMark: 8 }))
+    })
+
+    app.get('/v1/info', async () => ({ service: 'berth-agent', hint: selfHint }))
+  }
+
+  localRoutes(local)
+  peerRoutes(peer)
+
+  const agent: Agent = {
+    get url () { return urlOf(localAddress) },
+    get peerUrl () { return urlOf(peerAddress) },
+    get selfHint () { return selfHint },
+    store,
+    metrics,
+    async start () {
+      localAddress = await listen(local, localAddress)
+      peerAddress = await listen(peer, peerAddress)
+      let advertised = options.advertise
+      if (advertised === undefined) {
+        const host = peerAddress.host === '0.0.0.0' || peerAddress.host === '::' ? firstExternalAddress() : peerAddress.host
+        advertised = `${host.includes(':') ? `[${host}]` : host}:${peerAddress.port}`
+      }
+      selfHint = parseHint(`berth://${advertised}`)
+    },
+    async stop () {
+      closing.abort()
+      await Promise.allSettled([local.close(), peer.close()])
+      await plugins.close()
+      if (ownsStore) await store.close()
+    }
+  }
+  return agent
+}
+
+/** A signal that fires when the client goes away before the answer is complete. */
+function abortOnClose (reply: FastifyReply): AbortSignal {
+  const controller = new AbortController()
+  reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort() })
+  return controller.signal
+}
+
+export { formatHint }

@@ -1,0 +1,96 @@
+/**
+ * Agent-to-agent transfer (`berth://host:port` hints): the manifest over
+ * `GET /v1/objects/{oid}/manifest`, chunks in batches over `POST /v1/chunks`. Several batches
+ * are in flight at once over a small pool of keep-alive connections.
+ */
+import { Pool } from 'undici'
+import type { Descriptor } from '../../core/chunker/types.ts'
+import type { Hint } from '../../core/hints.ts'
+import { SourceError, toBerthError } from '../../core/errors.ts'
+import { CHUNK_HEADER, chunkFrameCid, chunkFrameLength, readFrames, readManifest } from '../../core/wire.ts'
+import type { ChunkResult, ManifestStream, PluginCallOptions, TransferPlugin } from '../plugin.ts'
+
+export interface PeerPluginOptions {
+  /** connections per peer; default 4 */
+  connections?: number
+  /** local address to bind outgoing connections to (multi-path, ALTO regions on loopback) */
+  localAddress?: string
+  /** give up on a silent peer after this many ms; default 30 s */
+  timeoutMs?: number
+}
+
+export function peerOrigin (hint: Hint): string {
+  const u = new URL(hint.uri)
+  return `http://${u.host}`
+}
+
+async function failureOf (res: { statusCode: number, body: AsyncIterable<Uint8Array> & { text: () => Promise<string> } }): Promise<SourceError> {
+  let detail = ''
+  try { detail = (await res.body.text()).slice(0, 300) } catch {}
+  let code = ''
+  try { code = JSON.parse(detail)?.error?.code ?? '' } catch {}
+  const err = new SourceError(`peer answered ${res.statusCode}${code !== '' ? ' ' + code : ''}`)
+  ;(err as SourceError & { remoteCode?: string, statusCode?: number }).remoteCode = code
+  ;(err as SourceError & { statusCode?: number }).statusCode = res.statusCode
+  return err
+}
+
+export class PeerPlugin implements TransferPlugin {
+  readonly name = 'peer'
+  readonly schemes = ['berth:'] as const
+  private readonly pools = new Map<string, Pool>()
+
+  constructor (private readonly options: PeerPluginOptions = {}) {}
+
+  private pool (hint: Hint): Pool {
+    const origin = peerOrigin(hint)
+    let pool = this.pools.get(origin)
+    if (pool === undefined) {
+      const timeout = this.options.timeoutMs ?? 30_000
+      pool = new Pool(origin, {
+        connections: this.options.connections ?? 4,
+        pipelining: 1,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+        connect: this.options.localAddress !== undefined ? { localAddress: this.options.localAddress } : undefined
+      })
+      this.pools.set(origin, pool)
+    }
+    return pool
+  }
+
+  async manifest (oid: string, hint: Hint, o: PluginCallOptions): Promise<ManifestStream> {
+    const res = await this.pool(hint).request({ path: `/v1/objects/${oid}/manifest`, method: 'GET', signal: o.signal })
+      .catch(err => { throw new SourceError(`peer ${hint.uri} unreachable: ${toBerthError(err).message}`, { cause: err }) })
+    if (res.statusCode !== 200) throw await failureOf(res)
+    const { head, descriptors } = await readManifest(res.body, oid)
+    return { size: head.size, chunks: head.chunks, descriptors }
+  }
+
+  async * chunks (wanted: readonly Descriptor[], hint: Hint, o: PluginCallOptions): AsyncIterable<ChunkResult> {
+    const byCid = new Map<string, Descriptor>()
+    for (const d of wanted) byCid.set(d.cid, d)
+    const res = await this.pool(hint).request({
+      path: '/v1/chunks',
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ cids: [...byCid.keys()] }),
+      signal: o.signal
+    }).catch(err => { throw new SourceError(`peer ${hint.uri} unreachable: ${toBerthError(err).message}`, { cause: err }) })
+    if (res.statusCode !== 200) throw await failureOf(res)
+    const seen = new Set<string>()
+    for await (const frame of readFrames(res.body, CHUNK_HEADER, chunkFrameLength, o.alloc)) {
+      const cid = chunkFrameCid(frame.header)
+      const descriptor = byCid.get(cid)
+      if (descriptor === undefined || seen.has(cid)) throw new SourceError('peer sent a chunk that was not asked for')
+      seen.add(cid)
+      yield { descriptor, bytes: frame.payload }
+    }
+    for (const [cid, descriptor] of byCid) if (!seen.has(cid)) yield { descriptor, bytes: undefined }
+  }
+
+  async close (): Promise<void> {
+    await Promise.allSettled([...this.pools.values()].map(async p => await p.close()))
+    this.pools.clear()
+  }
+}

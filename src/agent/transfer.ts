@@ -1,0 +1,464 @@
+/**
+ * One `get` of an object from remote sources: DOT's receiver side.
+ *
+ * Three activities overlap:
+ *  - the manifest streams in from the first source that answers; chunks the local store already
+ *    has are never fetched (whichever application stored them);
+ *  - a scheduler keeps several chunk batches in flight, each to the best source still believed
+ *    to hold those chunks; every chunk is verified against its cid on the hash workers before it
+ *    is stored or passed on; a source that sends bad bytes is dropped and its chunks re-asked
+ *    of the next source;
+ *  - a cursor walks the manifest in order, feeding the whole-object hash, and (for ordered
+ *    output) handing bytes to the reader. It only runs a window ahead of what was consumed, so
+ *    memory is bounded whatever the object's size.
+ * The object is committed to the store, and the output completes, only when the assembled bytes
+ * hash to the OID. Any failure aborts the output with a coded error and stores no object.
+ */
+import { randomUUID } from 'node:crypto'
+import type { Descriptor } from '../core/chunker/types.ts'
+import { type Hint, orderHints } from '../core/hints.ts'
+import type { HashPool } from '../core/hash-pool.ts'
+import { AbortedError, BerthError, HashMismatchError, NoSourceError, SourceError, toBerthError } from '../core/errors.ts'
+import { digestFromName } from '../core/naming.ts'
+import type { ByteRange } from '../core/range.ts'
+import type { BlockSlice, ChunkStore, ObjectWriter } from '../store/types.ts'
+import type { PluginRegistry, TransferPlugin } from './plugin.ts'
+import type { AgentMetrics } from './metrics.ts'
+
+export interface TransferOptions {
+  signal?: AbortSignal
+  /** 'ordered': bytes in object order; 'any': verified chunks as they come, with offsets */
+  order?: 'ordered' | 'any'
+  range?: ByteRange
+  /** bytes fetched ahead of the cursor; default 64 MiB */
+  windowBytes?: number
+  /** largest batch; default 4 MiB */
+  batchBytes?: number
+  /** batches in flight; default 4 */
+  parallel?: number
+}
+
+export interface TransferDeps {
+  store: ChunkStore
+  pool: HashPool
+  plugins: PluginRegistry
+  metrics: AgentMetrics
+}
+
+export interface OutputPiece { offset: number, bytes: Uint8Array }
+
+interface Source {
+  hint: Hint
+  plugin: TransferPlugin
+  failed: boolean
+  error?: unknown
+}
+
+interface Entry {
+  cid: string
+  length: number
+  /** 'local': in the store before we started; 'ready': fetched, verified, stored */
+  status: 'local' | 'wanted' | 'fetching' | 'ready'
+  bytes?: Uint8Array
+  /** descriptor positions not yet passed by the cursor: the bytes are kept until zero */
+  uses: number
+  /** sources that said they lack it or failed on it */
+  tried: Set<Source>
+  /** first descriptor that needs it: scheduling follows object order */
+  firstOffset: number
+  /** manifest positions where it occurs (a chunk may repeat, e.g. runs of zeros) */
+  positions: number[]
+}
+
+const DEFAULT_WINDOW = 64 * 1024 * 1024
+const DEFAULT_BATCH = 4 * 1024 * 1024
+const DEFAULT_PARALLEL = 4
+const MAX_BATCH_CHUNKS = 1024
+
+/** Resolves waiters when the transfer's state changes. */
+class Signal {
+  private waiters: Array<() => void> = []
+  wait (): Promise<void> { return new Promise(resolve => this.waiters.push(resolve)) }
+  wake (): void { const w = this.waiters; this.waiters = []; for (const f of w) f() }
+}
+
+export class Transfer {
+  readonly id = randomUUID()
+  readonly oid: string
+  size: number | undefined
+  chunkCount = 0
+  bytesFetched = 0
+  bytesOut = 0
+  readonly startedAt = Date.now()
+
+  private readonly sources: Source[]
+  private readonly descriptors: Descriptor[] = []
+  private readonly entries = new Map<string, Entry>()
+  private readonly queue: Entry[] = []
+  private manifestDone = false
+  private cursor = 0
+  private cursorOffset = 0
+  private inFlight = 0
+  private failure: BerthError | undefined
+  private readonly changed = new Signal()
+  private readonly controller = new AbortController()
+  private readonly writer: ObjectWriter
+  private readonly window: number
+  private readonly batchBytes: number
+  private readonly parallel: number
+  /** bytes fetched but not yet consumed by the output (order=any) */
+  private readonly anyQueue: OutputPiece[] = []
+  private anyQueued = 0
+  private readonly emitted = new Set<number>()
+  private cleanup: (() => void) | undefined
+
+  constructor (oid: string, hints: readonly Hint[], private readonly deps: TransferDeps, private readonly options: TransferOptions = {}) {
+    this.oid = oid
+    this.window = options.windowBytes ?? DEFAULT_WINDOW
+    this.batchBytes = options.batchBytes ?? DEFAULT_BATCH
+    this.parallel = options.parallel ?? DEFAULT_PARALLEL
+    this.sources = orderHints(hints).filter(h => deps.plugins.has(h)).map(hint => ({ hint, plugin: deps.plugins.for(hint), failed: false }))
+    this.writer = deps.store.openWriter()
+    if (options.signal !== undefined) {
+      const onAbort = (): void => this.fail(new AbortedError('transfer aborted', { cause: options.signal?.reason }))
+      if (options.signal.aborted) onAbort()
+      else {
+        options.signal.addEventListener('abort', onAbort, { once: true })
+        this.cleanup = () => options.signal?.removeEventListener('abort', onAbort)
+      }
+    }
+  }
+
+  private fail (err: unknown): void {
+    if (this.failure !== undefined) return
+    this.failure = toBerthError(err)
+    this.controller.abort(this.failure)
+    this.changed.wake()
+  }
+
+  private check (): void {
+    if (this.failure !== undefined) throw this.failure
+  }
+
+  /** Limits the output to a byte range (before output starts). */
+  clipTo (range: ByteRange): void {
+    this.options.range = range
+  }
+
+  /** Fetches the manifest head from the first source that answers; size is known after this. */
+  async start (): Promise<{ size: number }> {
+    if (this.sources.length === 0) throw new NoSourceError(`no usable hint for ${this.oid}`)
+    const errors: unknown[] = []
+    for (const source of this.sources) {
+      this.check()
+      try {
+        const m = await source.plugin.manifest(this.oid, source.hint, { signal: this.controller.signal })
+        this.size = m.size
+        this.chunkCount = m.chunks
+        void this.readManifest(m.descriptors, source)
+        return { size: m.size }
+      } catch (err) {
+        if (this.failure !== undefined) throw this.failure
+        source.failed = true
+        source.error = err
+        errors.push(err)
+      }
+    }
+    const err = new NoSourceError(`no source could give the manifest of ${this.oid}`, errors)
+    this.fail(err)
+    throw err
+  }
+
+  private async readManifest (descriptors: AsyncIterable<Descriptor>, source: Source): Promise<void> {
+    try {
+      for await (const d of descriptors) {
+        this.descriptors.push(d)
+        let e = this.entries.get(d.cid)
+        if (e === undefined) {
+          e = { cid: d.cid, length: d.length, status: 'wanted', uses: 0, tried: new Set(), firstOffset: d.offset, positions: [] }
+          this.entries.set(d.cid, e)
+          if (await this.deps.store.has(d.cid)) e.status = 'local'
+          else this.queue.push(e)
+        }
+        e.uses++
+        e.positions.push(this.descriptors.length - 1)
+        this.schedule()
+        this.changed.wake()
+      }
+      this.manifestDone = true
+      this.changed.wake()
+    } catch (err) {
+      // A manifest that breaks off or is malformed condemns its source; the chunks it already
+      // listed are still verified by their cids, but the object cannot be completed from it.
+      source.failed = true
+      source.error = err
+      this.fail(err instanceof BerthError ? err : new SourceError(`manifest from ${source.hint.uri} failed: ${toBerthError(err).message}`))
+    }
+  }
+
+  /** The first source, in hint order, not known to lack this chunk. */
+  private sourceFor (e: Entry): Source | undefined {
+    for (const s of this.sources) if (!s.failed && !e.tried.has(s)) return s
+    return undefined
+  }
+
+  private schedule (): void {
+    if (this.failure !== undefined) return
+    while (this.inFlight < this.parallel && this.queue.length > 0) {
+      const limit = this.cursorOffset + this.window
+      if (this.queue[0].firstOffset >= limit || this.anyQueued > this.window) return
+      const source = this.sourceFor(this.queue[0])
+      if (source === undefined) {
+        const e = this.queue[0]
+        const errors = this.sources.map(s => s.error ?? new SourceError(`${s.hint.uri} does not have chunk ${e.cid}`))
+        this.fail(new NoSourceError(`no source could give chunk ${e.cid} of ${this.oid}`, errors))
+        return
+      }
+      const batch: Entry[] = []
+      let bytes = 0
+      for (let i = 0; i < this.queue.length && batch.length < MAX_BATCH_CHUNKS;) {
+        const e = this.queue[i]
+        if (e.firstOffset >= limit || (batch.length > 0 && bytes + e.length > this.batchBytes)) break
+        if (this.sourceFor(e) !== source) { i++; continue }
+        this.queue.splice(i, 1)
+        e.status = 'fetching'
+        batch.push(e)
+        bytes += e.length
+      }
+      this.inFlight++
+      void this.fetch(source, batch, bytes).finally(() => {
+        this.inFlight--
+        this.schedule()
+        this.changed.wake()
+      })
+    }
+  }
+
+  private requeue (entries: Entry[]): void {
+    for (const e of entries) e.status = 'wanted'
+    this.queue.push(...entries)
+    this.queue.sort((a, b) => a.firstOffset - b.firstOffset)
+  }
+
+  private async fetch (source: Source, batch: Entry[], bytes: number): Promise<void> {
+    // One shared arena per batch: the plugin lands chunk bytes here, the workers hash them in place.
+    const arena = new Uint8Array(new SharedArrayBuffer(bytes))
+    let used = 0
+    const alloc = (n: number): Uint8Array => {
+      if (used + n > arena.byteLength) return new Uint8Array(n)
+      const v = arena.subarray(used, used + n)
+      used += n
+      return v
+    }
+    const received: Array<{ entry: Entry, bytes: Uint8Array }> = []
+    const pending = new Set(batch)
+    const { metrics } = this.deps
+    try {
+      const wanted = batch.map(e => ({ cid: e.cid, offset: e.firstOffset, length: e.length }))
+      for await (const r of source.plugin.chunks(wanted, source.hint, { signal: this.controller.signal, alloc })) {
+        const entry = this.entries.get(r.descriptor.cid)
+        if (entry === undefined || !pending.has(entry)) continue
+        pending.delete(entry)
+        if (r.bytes === undefined) { entry.tried.add(source); this.requeue([entry]); continue }
+        if (r.bytes.byteLength !== entry.length) {
+          metrics.chunksRejected.inc({ plugin: source.plugin.name })
+          throw new HashMismatchError(`${source.hint.uri} sent ${r.bytes.byteLength} bytes for a ${entry.length}-byte chunk`)
+        }
+        received.push({ entry, bytes: r.bytes })
+      }
+      if (pending.size > 0) {
+        for (const e of pending) e.tried.add(source)
+        this.requeue([...pending])
+        pending.clear()
+      }
+      await this.verifyAndStore(source, received)
+    } catch (err) {
+      if (this.failure !== undefined) return
+      // The source failed (network, protocol or integrity): drop it, re-ask its chunks elsewhere.
+      source.failed = true
+      source.error = err
+      for (const r of received) if (r.entry.status === 'fetching') pending.add(r.entry)
+      this.requeue([...pending])
+    }
+  }
+
+  private async verifyAndStore (source: Source, received: Array<{ entry: Entry, bytes: Uint8Array }>): Promise<void> {
+    if (received.length === 0) return
+    const { pool, metrics } = this.deps
+    // In the arena and back to back (the usual case): hash in place, store with one write.
+    const first = received[0].bytes
+    let contiguous = first.buffer instanceof SharedArrayBuffer
+    let end = first.byteOffset
+    const ends: number[] = []
+    for (const r of received) {
+      if (r.bytes.buffer !== first.buffer || r.bytes.byteOffset !== end) { contiguous = false; break }
+      end += r.bytes.byteLength
+      ends.push(end - first.byteOffset)
+    }
+    const block = contiguous ? new Uint8Array(first.buffer, first.byteOffset, end - first.byteOffset) : undefined
+    const digests = block !== undefined ? await pool.digestSlices(block, ends) : await pool.digestMany(received.map(r => r.bytes))
+    const good: typeof received = []
+    const bad: Entry[] = []
+    for (let i = 0; i < received.length; i++) {
+      const expected = digestFromName(received[i].entry.cid)
+      if (Buffer.compare(digests[i], expected) === 0) good.push(received[i])
+      else bad.push(received[i].entry)
+    }
+    metrics.chunksVerified.inc({ plugin: source.plugin.name }, good.length)
+    if (block !== undefined && bad.length === 0) {
+      const slices: BlockSlice[] = received.map(r => ({ cid: r.entry.cid, start: r.bytes.byteOffset - first.byteOffset, length: r.bytes.byteLength }))
+      await this.writer.putBlock(block, slices, { signal: this.controller.signal })
+    } else {
+      for (const r of good) await this.writer.putChunk(r.entry.cid, r.bytes, { signal: this.controller.signal })
+    }
+    let n = 0
+    for (const r of good) {
+      r.entry.status = 'ready'
+      r.entry.bytes = r.bytes
+      n += r.bytes.byteLength
+      if (this.options.order === 'any') this.emitAny(r.entry)
+    }
+    this.bytesFetched += n
+    metrics.bytesReceived.inc({ plugin: source.plugin.name }, n)
+    this.changed.wake()
+    if (bad.length > 0) {
+      metrics.chunksRejected.inc({ plugin: source.plugin.name }, bad.length)
+      for (const e of bad) e.status = 'fetching'
+      throw new HashMismatchError(`${source.hint.uri} sent ${bad.length} chunk(s) whose bytes do not match their cid`)
+    }
+  }
+
+  /** order=any: a verified chunk goes out at once, at every offset where it occurs (so far). */
+  private emitAny (e: Entry): void {
+    for (const i of e.positions) {
+      if (i < this.cursor || this.emitted.has(i)) continue
+      this.emitted.add(i)
+      this.pushAny(this.descriptors[i].offset, e.bytes!)
+    }
+  }
+
+  private pushAny (offset: number, bytes: Uint8Array): void {
+    const piece = clip({ offset, bytes }, this.options.range)
+    if (piece === undefined) return
+    this.anyQueue.push(piece)
+    this.anyQueued += piece.bytes.byteLength
+    this.changed.wake()
+  }
+
+  /** Waits until the descriptor at the cursor has its bytes, and returns them. */
+  private async nextInOrder (): Promise<{ d: Descriptor, bytes: Uint8Array } | undefined> {
+    for (;;) {
+      this.check()
+      if (this.cursor < this.descriptors.length) {
+        const d = this.descriptors[this.cursor]
+        const e = this.entries.get(d.cid)!
+        if (e.status === 'local') return { d, bytes: await this.deps.store.get(d.cid, { signal: this.controller.signal }) }
+        if (e.status === 'ready') return { d, bytes: e.bytes! }
+      } else if (this.manifestDone) {
+        return undefined
+      }
+      await this.changed.wait()
+    }
+  }
+
+  private advance (d: Descriptor): void {
+    const e = this.entries.get(d.cid)!
+    if (--e.uses === 0) e.bytes = undefined
+    this.cursor++
+    this.cursorOffset = d.offset + d.length
+    this.schedule()
+  }
+
+  /** Walks the object in order: hashes it, and yields bytes for ordered output. */
+  private async * walk (): AsyncGenerator<OutputPiece> {
+    const hasher = this.deps.pool.stream()
+    let done = false
+    let held: OutputPiece | undefined
+    try {
+      for (;;) {
+        const next = await this.nextInOrder()
+        if (next === undefined) break
+        hasher.update(next.bytes)
+        if (this.options.order === 'any') {
+          if (!this.emitted.has(this.cursor)) { this.emitted.add(this.cursor); this.pushAny(next.d.offset, next.bytes) }
+          this.emitted.delete(this.cursor)
+        } else {
+          const piece = clip({ offset: next.d.offset, bytes: next.bytes }, this.options.range)
+          if (piece !== undefined) {
+            if (held !== undefined) yield held
+            held = piece
+          }
+        }
+        this.advance(next.d)
+      }
+      done = true
+      const digest = await hasher.digest()
+      if (Buffer.compare(digest, digestFromName(this.oid)) !== 0) {
+        throw new HashMismatchError(`the assembled object does not hash to ${this.oid}: the manifest was wrong`)
+      }
+      await this.writer.commit(this.oid, this.descriptors)
+      this.deps.metrics.objectsCompleted.inc()
+      // The last piece goes out only now: a reader that has every byte may take the object as
+      // verified (a Content-Length response is complete), so it must not see them earlier.
+      if (held !== undefined) yield held
+    } finally {
+      if (!done) hasher.drop()
+    }
+  }
+
+  /**
+   * The object's bytes (or the range asked for). The iteration ends normally only when the whole
+   * object verified against its OID and was stored; otherwise it throws a coded error.
+   */
+  async * output (): AsyncGenerator<OutputPiece> {
+    this.deps.metrics.transfersInFlight.inc()
+    let ok = false
+    try {
+      if (this.size === undefined) await this.start()
+      if (this.options.order === 'any') {
+        const walking = (async () => { for await (const _ of this.walk()); })()
+        walking.catch(err => this.fail(err))
+        let finished = false
+        void walking.then(() => { finished = true; this.changed.wake() }, () => {})
+        for (;;) {
+          this.check()
+          const piece = this.anyQueue.shift()
+          if (piece !== undefined) {
+            this.anyQueued -= piece.bytes.byteLength
+            this.schedule()
+            this.bytesOut += piece.bytes.byteLength
+            yield piece
+            continue
+          }
+          if (finished) break
+          await this.changed.wait()
+        }
+        await walking
+      } else {
+        for await (const piece of this.walk()) {
+          this.bytesOut += piece.bytes.byteLength
+          yield piece
+        }
+      }
+      ok = true
+    } catch (err) {
+      this.fail(err)
+      throw this.failure
+    } finally {
+      if (!ok) {
+        this.fail(new AbortedError('output abandoned'))
+        await this.writer.abort().catch(() => {})
+      }
+      this.cleanup?.()
+      this.deps.metrics.transfersInFlight.dec()
+    }
+  }
+}
+
+function clip (piece: OutputPiece, range: ByteRange | undefined): OutputPiece | undefined {
+  if (range === undefined) return piece
+  const start = Math.max(piece.offset, range.start)
+  const end = Math.min(piece.offset + piece.bytes.byteLength, range.end + 1)
+  if (start >= end) return undefined
+  return { offset: start, bytes: piece.bytes.subarray(start - piece.offset, end - piece.offset) }
+}

@@ -1,0 +1,196 @@
+/**
+ * The agent's client: DOT's stub library in Node's idiom. Applications hand objects to their
+ * local agent and get them back by name; every call takes an AbortSignal.
+ *
+ * ```ts
+ * const agent = new AgentClient('http://127.0.0.1:4650')
+ * const { oid, hints } = await agent.put({ path: '/data/video.mp4' })
+ * // …send oid and hints to the receiver, whose agent pulls the bytes:
+ * const stream = await other.get(oid, { hints })
+ * stream.pipe(createWriteStream('copy.mp4'))
+ * ```
+ */
+import { createReadStream } from 'node:fs'
+import { rename, rm, open } from 'node:fs/promises'
+import { isAbsolute, resolve, dirname, basename, join } from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { request, Agent as Dispatcher } from 'undici'
+import { BerthError, TruncatedError } from '../core/errors.ts'
+import { type Hint, formatHint } from '../core/hints.ts'
+import type { ChunkerSpec } from '../core/chunker/types.ts'
+import { OFFSET_FRAMES_TYPE, OFFSET_HEADER, offsetFrameLength, offsetFrameOffset, readFrames } from '../core/wire.ts'
+
+export const DEFAULT_AGENT_URL = 'http://127.0.0.1:4650'
+
+export interface PutResult { oid: string, size: number, chunks: number, hints: Hint[] }
+
+export interface PutInput {
+  /** a file on this host: the agent reads it itself when it may (no copy through the API) */
+  path?: string
+  /** or bytes from anywhere */
+  stream?: Readable | AsyncIterable<Uint8Array>
+  bytes?: Uint8Array
+}
+
+export interface GetOptions {
+  hints?: ReadonlyArray<Hint | string>
+  /** bytes [start, end] inclusive */
+  range?: { start: number, end?: number }
+  signal?: AbortSignal
+}
+
+export interface GetResult {
+  /** the object's bytes (or the range), verified; errors out if verification fails */
+  stream: Readable
+  /** the whole object's size */
+  size: number
+  /** bytes the stream will carry */
+  length: number
+}
+
+function chunkerParam (spec: ChunkerSpec | string | undefined): string {
+  if (spec === undefined) return ''
+  if (typeof spec === 'string') return spec
+  if (spec.kind === 'fixed') return spec.size !== undefined ? `fixed:${spec.size}` : 'fixed'
+  return spec.min !== undefined && spec.avg !== undefined && spec.max !== undefined ? `cdc:${spec.min}:${spec.avg}:${spec.max}` : 'cdc'
+}
+
+/** Turns a non-2xx answer's `{error: {code, message}}` into a BerthError with that code. */
+export async function errorFrom (statusCode: number, body: { text: () => Promise<string> }): Promise<BerthError> {
+  let text = ''
+  try { text = await body.text() } catch {}
+  try {
+    const e = JSON.parse(text).error
+    if (typeof e?.code === 'string') return new BerthError(e.code, String(e.message ?? e.code), statusCode)
+  } catch {}
+  return new BerthError('ERR_HTTP', `HTTP ${statusCode}: ${text.slice(0, 200)}`, statusCode)
+}
+
+function hintParams (hints: GetOptions['hints']): string {
+  return (hints ?? []).map(h => 'hint=' + encodeURIComponent(typeof h === 'string' ? h : formatHint(h))).join('&')
+}
+
+export class AgentClient {
+  readonly url: string
+  private readonly dispatcher: Dispatcher
+
+  constructor (url: string = DEFAULT_AGENT_URL) {
+    this.url = url.replace(/\/+$/, '')
+    // Long transfers: no body timeout; the caller's signal is the way to give up.
+    this.dispatcher = new Dispatcher({ bodyTimeout: 0, headersTimeout: 0 })
+  }
+
+  /** put: stores the object with the agent; returns its OID and the hints to fetch it by. */
+  async put (input: PutInput, o: { chunker?: ChunkerSpec | string, signal?: AbortSignal } = {}): Promise<PutResult> {
+    const params = new URLSearchParams()
+    const chunker = chunkerParam(o.chunker)
+    if (chunker !== '') params.set('chunker', chunker)
+    let body: Readable | Uint8Array | AsyncIterable<Uint8Array> | undefined
+    if (input.path !== undefined) {
+      params.set('path', isAbsolute(input.path) ? input.path : resolve(input.path))
+    } else body = input.stream ?? input.bytes ?? new Uint8Array(0)
+    const res = await request(`${this.url}/v1/objects?${params}`, {
+      method: 'POST',
+      body: body as Readable,
+      headers: { 'content-type': 'application/octet-stream' },
+      signal: o.signal,
+      dispatcher: this.dispatcher
+    })
+    if (res.statusCode !== 201) {
+      const err = await errorFrom(res.statusCode, res.body)
+      // The agent may not read this path (another host's agent, or outside its roots): send the bytes.
+      if (input.path !== undefined && (err.code === 'ERR_PATH_NOT_ALLOWED' || err.code === 'ERR_NOT_FOUND')) {
+        return await this.put({ stream: createReadStream(input.path) }, o)
+      }
+      throw err
+    }
+    return await res.body.json() as PutResult
+  }
+
+  /** get: the object's bytes as a stream, pulled by the agent from the hints (or its store). */
+  async get (oid: string, o: GetOptions = {}): Promise<GetResult> {
+    const headers: Record<string, string> = {}
+    if (o.range !== undefined) headers.range = `bytes=${o.range.start}-${o.range.end ?? ''}`
+    const q = hintParams(o.hints)
+    const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}${q !== '' ? '?' + q : ''}`, { headers, signal: o.signal, dispatcher: this.dispatcher })
+    if (res.statusCode !== 200 && res.statusCode !== 206) throw await errorFrom(res.statusCode, res.body)
+    const size = Number(res.headers['berth-size'])
+    const length = Number(res.headers['content-length'])
+    return { stream: res.body, size, length }
+  }
+
+  /**
+   * Verified chunks in whatever order they arrive (`?order=any`), each with its offset: for
+   * applications that can place bytes themselves (e.g. write at offsets).
+   */
+  async * getAnyOrder (oid: string, o: GetOptions = {}): AsyncGenerator<{ offset: number, bytes: Uint8Array }> {
+    const q = hintParams(o.hints)
+    const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}?order=any${q !== '' ? '&' + q : ''}`, { signal: o.signal, dispatcher: this.dispatcher })
+    if (res.statusCode !== 200) throw await errorFrom(res.statusCode, res.body)
+    if (!String(res.headers['content-type']).startsWith(OFFSET_FRAMES_TYPE)) throw new BerthError('ERR_BAD_RESPONSE', 'agent did not answer with offset frames', 502)
+    for await (const f of readFrames(res.body, OFFSET_HEADER, offsetFrameLength)) {
+      yield { offset: offsetFrameOffset(f.header), bytes: f.payload! }
+    }
+  }
+
+  /**
+   * Fetches into a file: written beside it under a temporary name and renamed into place only
+   * when the whole object verified — a failed get leaves no file at `path`.
+   */
+  async getToFile (oid: string, path: string, o: GetOptions & { onProgress?: (bytes: number, total: number) => void } = {}): Promise<{ size: number }> {
+    const target = resolve(path)
+    const temp = join(dirname(target), `.${basename(target)}.berth-${process.pid}-${Date.now()}.part`)
+    try {
+      // Opened before the request: an unwritable destination fails at once, before a transfer starts.
+      const file = await open(temp, 'w')
+      let size: number
+      try {
+        const answer = await this.get(oid, o)
+        const { stream, length } = answer
+        size = answer.size
+        let received = 0
+        await pipeline(stream, async function * (src: AsyncIterable<Buffer>) {
+          for await (const b of src) { received += b.byteLength; o.onProgress?.(received, length); yield b }
+        }, file.createWriteStream())
+        if (Number.isFinite(length) && received !== length) throw new TruncatedError(`got ${received} of ${length} bytes`)
+      } finally {
+        await file.close().catch(() => {})
+      }
+      await rename(temp, target)
+      return { size }
+    } catch (err) {
+      await rm(temp, { force: true })
+      throw err
+    }
+  }
+
+  /** done: the application no longer needs the object (DOT's GTC_done). */
+  async done (oid: string, o: { signal?: AbortSignal } = {}): Promise<void> {
+    const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}`, { method: 'DELETE', signal: o.signal, dispatcher: this.dispatcher })
+    if (res.statusCode !== 204) throw await errorFrom(res.statusCode, res.body)
+    await res.body.dump()
+  }
+
+  async status (o: { signal?: AbortSignal } = {}): Promise<unknown> {
+    return await this.json('/v1/status', o.signal)
+  }
+
+  async list (o: { signal?: AbortSignal, limit?: number } = {}): Promise<{ objects: Array<{ oid: string, size: number, chunks: number, createdAt: number }> }> {
+    return await this.json(`/v1/objects?limit=${o.limit ?? 1000}`, o.signal) as never
+  }
+
+  private async json (path: string, signal?: AbortSignal): Promise<unknown> {
+    const res = await request(this.url + path, { signal, dispatcher: this.dispatcher })
+    if (res.statusCode !== 200) throw await errorFrom(res.statusCode, res.body)
+    return await res.body.json()
+  }
+
+  async close (): Promise<void> {
+    await this.dispatcher.close()
+  }
+}
+
+export function toReadable (input: AsyncIterable<Uint8Array>): Readable {
+  return Readable.from(input, { objectMode: false })
+}
