@@ -10,7 +10,7 @@ import { homedir, hostname, networkInterfaces, tmpdir } from 'node:os'
 import { isAbsolute, resolve, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { BadRequestError, NotFoundError, PathNotAllowedError, toBerthError } from '../core/errors.ts'
+import { AbortedError, BadRequestError, NotFoundError, PathNotAllowedError, toBerthError } from '../core/errors.ts'
 import { type Hint, formatHint, parseHint, uniqueHints } from '../core/hints.ts'
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { parseOid } from '../core/naming.ts'
@@ -89,13 +89,43 @@ function parseOrder (query: unknown): 'ordered' | 'any' {
   throw new BadRequestError('order must be "ordered" or "any"')
 }
 
-/** Frames each piece with its offset (order=any), or passes bytes through. */
-async function * encodeOutput (pieces: AsyncIterable<OutputPiece>, framed: boolean, metrics: AgentMetrics): AsyncGenerator<Uint8Array> {
-  for await (const p of pieces) {
-    if (framed) yield encodeOffsetHeader(p.offset, p.bytes.byteLength)
-    metrics.bytesServed.inc({ api: 'local' }, p.bytes.byteLength)
-    yield p.bytes
+/**
+ * Writes pieces to the response with backpressure, without copying: each piece's bytes go to the
+ * socket as they are, and its `release` runs once the socket has taken them (arena bytes are
+ * reused after that). Framed (order=any) pieces carry their offset. A failure mid-way destroys
+ * the response, so the client sees an error, never a short object taken for whole.
+ */
+async function sendPieces (reply: FastifyReply, status: number, headers: Record<string, string>, pieces: AsyncIterable<OutputPiece>, framed: boolean, metrics: AgentMetrics): Promise<void> {
+  // The status is committed only once the first piece is ready: a get that fails before any
+  // byte (no source, wrong manifest) still answers with its error code.
+  const it = pieces[Symbol.asyncIterator]()
+  let next = await it.next()
+  reply.hijack()
+  const res = reply.raw
+  res.writeHead(status, headers)
+  try {
+    for (; next.done !== true; next = await it.next()) {
+      const p = next.value
+      if (res.destroyed) { p.release?.(); throw new AbortedError('client went away') }
+      if (framed) res.write(encodeOffsetHeader(p.offset, p.bytes.byteLength))
+      const release = p.release
+      const flushed = res.write(p.bytes, release !== undefined ? () => release() : undefined)
+      metrics.bytesServed.inc({ api: 'local' }, p.bytes.byteLength)
+      if (!flushed) await drained(res)
+    }
+    res.end()
+  } catch (err) {
+    await it.return?.()
+    res.destroy(toBerthError(err))
   }
+}
+
+function drained (res: NodeJS.WritableStream & { destroyed: boolean, once: Function, off: Function }): Promise<void> {
+  return new Promise(resolve => {
+    const done = (): void => { res.off('drain', done); res.off('close', done); resolve() }
+    res.once('drain', done)
+    res.once('close', done)
+  })
 }
 
 export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
@@ -180,15 +210,14 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
           try { yield * transfer.output() } finally { transfers.delete(transfer) }
         })()
       }
-      reply.header('etag', `"${oid}"`).header('accept-ranges', 'bytes').header('berth-size', String(size))
-      if (order === 'any') {
-        reply.type(OFFSET_FRAMES_TYPE)
-      } else {
-        reply.type('application/octet-stream')
-        reply.header('content-length', String(range === undefined ? size : range.end - range.start + 1))
+      const headers: Record<string, string> = { etag: `"${oid}"`, 'accept-ranges': 'bytes', 'berth-size': String(size) }
+      if (order === 'any') headers['content-type'] = OFFSET_FRAMES_TYPE
+      else {
+        headers['content-type'] = 'application/octet-stream'
+        headers['content-length'] = String(range === undefined ? size : range.end - range.start + 1)
       }
-      if (range !== undefined) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`)
-      return await reply.send(Readable.from(encodeOutput(pieces, order === 'any', metrics), { objectMode: false, highWaterMark: 4 }))
+      if (range !== undefined) headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`
+      await sendPieces(reply, range !== undefined ? 206 : 200, headers, pieces, order === 'any', metrics)
     })
 
     app.delete('/v1/objects/:oid', async (request, reply) => {

@@ -16,7 +16,7 @@ export function createHttpServer (options: FastifyServerOptions & { logger?: unk
     logger: false,
     bodyLimit: 1024 * 1024,
     // Long enough that a malformed name reaches the handler and gets its own error code.
-    maxParamLength: 1024,
+    routerOptions: { maxParamLength: 1024 },
     // Errors fastify raises before a handler runs (bad URL, over-long parameter) get our shape too.
     frameworkErrors (error: Error & { statusCode?: number, code?: string }, _request: unknown, reply: { code: (n: number) => { type: (t: string) => { send: (b: string) => void } } }) {
       const status = error.statusCode ?? 400

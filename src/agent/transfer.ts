@@ -17,7 +17,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Descriptor } from '../core/chunker/types.ts'
 import { type Hint, orderHints } from '../core/hints.ts'
-import type { HashPool } from '../core/hash-pool.ts'
+import { type HashPool, type SharedBlock, SharedBlockPool, type StreamHasher } from '../core/hash-pool.ts'
 import { AbortedError, BerthError, HashMismatchError, NoSourceError, SourceError, toBerthError } from '../core/errors.ts'
 import { digestFromName } from '../core/naming.ts'
 import type { ByteRange } from '../core/range.ts'
@@ -45,7 +45,12 @@ export interface TransferDeps {
   metrics: AgentMetrics
 }
 
-export interface OutputPiece { offset: number, bytes: Uint8Array }
+export interface OutputPiece {
+  offset: number
+  bytes: Uint8Array
+  /** call when done with `bytes` (they may live in a pooled arena that is then reused) */
+  release?: () => void
+}
 
 interface Source {
   hint: Hint
@@ -68,12 +73,19 @@ interface Entry {
   firstOffset: number
   /** manifest positions where it occurs (a chunk may repeat, e.g. runs of zeros) */
   positions: number[]
+  /** the pooled arena holding `bytes`, retained until the cursor has hashed them */
+  block?: SharedBlock
 }
+
+/** Consecutive bytes of one buffer, hashed with one message; arenas released once the worker read them. */
+interface HashRun { buffer: ArrayBufferLike, start: number, end: number, release: SharedBlock[] }
 
 const DEFAULT_WINDOW = 64 * 1024 * 1024
 const DEFAULT_BATCH = 4 * 1024 * 1024
 const DEFAULT_PARALLEL = 4
 const MAX_BATCH_CHUNKS = 1024
+/** One arena per batch, reused across transfers: shared memory must not be dropped (see SharedBlockPool). */
+const arenas = new SharedBlockPool(DEFAULT_BATCH, 64)
 
 /** Resolves waiters when the transfer's state changes. */
 class Signal {
@@ -241,12 +253,13 @@ export class Transfer {
   }
 
   private async fetch (source: Source, batch: Entry[], bytes: number): Promise<void> {
-    // One shared arena per batch: the plugin lands chunk bytes here, the workers hash them in place.
-    const arena = new Uint8Array(new SharedArrayBuffer(bytes))
+    // One shared arena per batch: the plugin lands chunk bytes here, the workers hash them in
+    // place, the store writes them with one call. Entries keep it until the cursor passes them.
+    const arena = bytes <= arenas.blockSize ? arenas.acquire() : undefined
     let used = 0
     const alloc = (n: number): Uint8Array => {
-      if (used + n > arena.byteLength) return new Uint8Array(n)
-      const v = arena.subarray(used, used + n)
+      if (arena === undefined || used + n > arena.bytes.byteLength) return new Uint8Array(n)
+      const v = arena.bytes.subarray(used, used + n)
       used += n
       return v
     }
@@ -271,7 +284,7 @@ export class Transfer {
         this.requeue([...pending])
         pending.clear()
       }
-      await this.verifyAndStore(source, received)
+      await this.verifyAndStore(source, received, arena)
     } catch (err) {
       if (this.failure !== undefined) return
       // The source failed (network, protocol or integrity): drop it, re-ask its chunks elsewhere.
@@ -279,10 +292,12 @@ export class Transfer {
       source.error = err
       for (const r of received) if (r.entry.status === 'fetching') pending.add(r.entry)
       this.requeue([...pending])
+    } finally {
+      arena?.release()
     }
   }
 
-  private async verifyAndStore (source: Source, received: Array<{ entry: Entry, bytes: Uint8Array }>): Promise<void> {
+  private async verifyAndStore (source: Source, received: Array<{ entry: Entry, bytes: Uint8Array }>, arena: SharedBlock | undefined): Promise<void> {
     if (received.length === 0) return
     const { pool, metrics } = this.deps
     // In the arena and back to back (the usual case): hash in place, store with one write.
@@ -315,6 +330,7 @@ export class Transfer {
     for (const r of good) {
       r.entry.status = 'ready'
       r.entry.bytes = r.bytes
+      if (arena !== undefined && r.bytes.buffer === arena.bytes.buffer) { arena.retain(); r.entry.block = arena }
       n += r.bytes.byteLength
       if (this.options.order === 'any') this.emitAny(r.entry)
     }
@@ -333,13 +349,14 @@ export class Transfer {
     for (const i of e.positions) {
       if (i < this.cursor || this.emitted.has(i)) continue
       this.emitted.add(i)
-      this.pushAny(this.descriptors[i].offset, e.bytes!)
+      this.pushAny(this.descriptors[i].offset, e.bytes!, e.block)
     }
   }
 
-  private pushAny (offset: number, bytes: Uint8Array): void {
+  private pushAny (offset: number, bytes: Uint8Array, block: SharedBlock | undefined): void {
     const piece = clip({ offset, bytes }, this.options.range)
     if (piece === undefined) return
+    holdFor(piece, block)
     this.anyQueue.push(piece)
     this.anyQueued += piece.bytes.byteLength
     this.changed.wake()
@@ -361,9 +378,12 @@ export class Transfer {
     }
   }
 
-  private advance (d: Descriptor): void {
+  private advance (d: Descriptor, run: HashRun | undefined): void {
     const e = this.entries.get(d.cid)!
-    if (--e.uses === 0) e.bytes = undefined
+    if (--e.uses === 0) {
+      e.bytes = undefined
+      if (e.block !== undefined) { run?.release.push(e.block); e.block = undefined }
+    }
     this.cursor++
     this.cursorOffset = d.offset + d.length
     this.schedule()
@@ -374,23 +394,35 @@ export class Transfer {
     const hasher = this.deps.pool.stream()
     let done = false
     let held: OutputPiece | undefined
+    let run: HashRun | undefined
+    const flush = (): void => { if (run !== undefined) { hashRun(hasher, run); run = undefined } }
     try {
       for (;;) {
+        // A run is hashed when it is full or breaks; not before each wait, which would cost a
+        // worker message per chunk when the cursor keeps up with the network.
         const next = await this.nextInOrder()
         if (next === undefined) break
-        hasher.update(next.bytes)
+        const { bytes } = next
+        if (run !== undefined && run.buffer === bytes.buffer && run.end === bytes.byteOffset && run.end - run.start < 8 * 1024 * 1024) {
+          run.end += bytes.byteLength
+        } else {
+          flush()
+          run = { buffer: bytes.buffer, start: bytes.byteOffset, end: bytes.byteOffset + bytes.byteLength, release: [] }
+        }
         if (this.options.order === 'any') {
-          if (!this.emitted.has(this.cursor)) { this.emitted.add(this.cursor); this.pushAny(next.d.offset, next.bytes) }
+          if (!this.emitted.has(this.cursor)) { this.emitted.add(this.cursor); this.pushAny(next.d.offset, bytes, this.entries.get(next.d.cid)!.block) }
           this.emitted.delete(this.cursor)
         } else {
-          const piece = clip({ offset: next.d.offset, bytes: next.bytes }, this.options.range)
+          const piece = clip({ offset: next.d.offset, bytes }, this.options.range)
           if (piece !== undefined) {
+            holdFor(piece, this.entries.get(next.d.cid)!.block)
             if (held !== undefined) yield held
             held = piece
           }
         }
-        this.advance(next.d)
+        this.advance(next.d, run)
       }
+      flush()
       done = true
       const digest = await hasher.digest()
       if (Buffer.compare(digest, digestFromName(this.oid)) !== 0) {
@@ -402,7 +434,10 @@ export class Transfer {
       // verified (a Content-Length response is complete), so it must not see them earlier.
       if (held !== undefined) yield held
     } finally {
-      if (!done) hasher.drop()
+      if (!done) { flush(); hasher.drop() }
+      held?.release?.()
+      // Arenas still held by entries the cursor never reached go back to the pool.
+      for (const e of this.entries.values()) { e.block?.release(); e.block = undefined; e.bytes = undefined }
     }
   }
 
@@ -446,6 +481,7 @@ export class Transfer {
       throw this.failure
     } finally {
       if (!ok) {
+        for (const p of this.anyQueue.splice(0)) p.release?.()
         this.fail(new AbortedError('output abandoned'))
         await this.writer.abort().catch(() => {})
       }
@@ -453,6 +489,18 @@ export class Transfer {
       this.deps.metrics.transfersInFlight.dec()
     }
   }
+}
+
+/** The reader may keep arena bytes past the cursor: it holds a reference until it calls release. */
+function holdFor (piece: OutputPiece, block: SharedBlock | undefined): void {
+  if (block === undefined) return
+  block.retain()
+  piece.release = () => block.release()
+}
+
+function hashRun (hasher: StreamHasher, run: HashRun): void {
+  const release = (): void => { for (const b of run.release) b.release() }
+  hasher.update(new Uint8Array(run.buffer, run.start, run.end - run.start)).then(release, release)
 }
 
 function clip (piece: OutputPiece, range: ByteRange | undefined): OutputPiece | undefined {
