@@ -1,0 +1,878 @@
+/**
+ * The embedded chunk store: chunk bytes appended to pack files, an index in SQLite.
+ *
+ *   dir/packs/000001.pack …   chunk bytes, back to back; a pack is appended to until ~packSize
+ *   dir/index.sqlite          chunks (digest → pack, position, length, refs), objects, manifests
+ *
+ * Crash safety rests on one ordering: a commit first waits for its chunk bytes to be flushed
+ * (fdatasync of every pack they went to), then writes every index row in one transaction. So a
+ * row never points at bytes that were not written, and an object is listed only when all of its
+ * chunks are. A writer that dies before commit leaves bytes no row points at: dead space in a
+ * pack, reclaimed when gc compacts that pack.
+ *
+ * SQLite runs in WAL mode with synchronous=FULL when `fsync` is on (each commit is durable once
+ * it returns) and NORMAL when it is off (a process crash loses nothing, a power loss may lose the
+ * last commits but never makes the index inconsistent). The database is opened in exclusive
+ * locking mode: one process owns a store directory, because pack appends are coordinated in
+ * memory.
+ *
+ * A chunk whose bytes no longer hash to its cid keeps its row (and its reference count) with no
+ * location: it counts as absent, objects that use it stay listed, and a later put of the right
+ * bytes repairs them. A row with no references is simply deleted.
+ *
+ * getMany reads chunks that lie next to each other with one call (up to 8 MiB) and yields views
+ * into that read: holding on to one chunk holds its whole read.
+ */
+import Database from 'better-sqlite3'
+import { constants as fsConstants } from 'node:fs'
+import { mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import {
+  BerthError, ClosedError, HashMismatchError, InvalidConfigError, InvalidOidError,
+  NotFoundError, StoreError, throwIfAborted
+} from '../core/errors.ts'
+import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
+import { DIGEST_LENGTH } from '../core/naming.ts'
+import { type CheckedManifest, checkManifest, checkSlice, nameOfDigest, parseName, Pins, sameDigest } from './common.ts'
+import type { BlockSlice, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage } from './types.ts'
+
+export const DEFAULT_PACK_SIZE = 1024 * 1024 * 1024
+
+export interface DiskStoreOptions {
+  dir: string
+  /** hashes reads for verification; default: the process's shared pool */
+  pool?: HashPool
+  /** flush chunk bytes and index commits to stable storage; default true */
+  fsync?: boolean
+  /** a pack stops taking appends once it holds this many bytes; default 1 GiB */
+  packSize?: number
+}
+
+/** Bytes read, hashed and yielded as one unit when chunks lie next to each other. */
+const READ_BATCH_BYTES = 8 * 1024 * 1024
+/** Start flushing a pack in the background after this many unflushed bytes, so commit waits little. */
+const FLUSH_BEHIND_BYTES = 64 * 1024 * 1024
+/** getMany keeps this many batches reading and hashing while the consumer takes the current one. */
+const READ_AHEAD = 3
+/** A pack with less live data than this share of its size is copied into the current pack. */
+const COMPACT_BELOW_LIVE_RATIO = 0.5
+/** Idle read buffers kept for reuse: enough for one getMany's read-ahead plus the batch being hashed. */
+const SCRATCH_KEPT = READ_AHEAD + 1
+const OBJECTS_PAGE = 512
+const MANIFEST_ENTRY = DIGEST_LENGTH + 4
+const SCHEMA_VERSION = 1
+const PACK_NAME = /^(\d+)\.pack$/
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS chunks (
+    digest BLOB PRIMARY KEY,
+    pack INTEGER,               -- NULL: the bytes failed verification; the row keeps its references
+    position INTEGER,
+    length INTEGER NOT NULL,
+    refs INTEGER NOT NULL DEFAULT 0
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS chunks_unreferenced ON chunks (refs) WHERE refs = 0;
+  CREATE TABLE IF NOT EXISTS objects (
+    oid BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    chunks INTEGER NOT NULL,
+    created INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  -- per descriptor: 32-byte digest then uint32 big-endian length; offsets are the running sum
+  CREATE TABLE IF NOT EXISTS manifests (
+    oid BLOB PRIMARY KEY,
+    entries BLOB NOT NULL
+  );
+`
+
+function packName (id: number): string {
+  return `${String(id).padStart(6, '0')}.pack`
+}
+
+function ignore (): void {}
+
+/** Keeps BerthErrors as they are; anything else (fs, SQLite) becomes ERR_STORE with its cause. */
+function storeFailure (err: unknown, doing: string): BerthError {
+  if (err instanceof BerthError) return err
+  return new StoreError(`${doing}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+}
+
+/** An append-only file of chunk bytes. */
+class Pack {
+  /** bytes handed out so far: where the next append goes */
+  end: number
+  /** uncommitted chunks (and loose puts in progress) that point here: gc leaves the pack alone */
+  holds = 0
+  private readers = 0
+  private retired: (() => void) | undefined
+  private unflushed = 0
+  private syncQueued: Promise<void> | undefined
+  private syncRunning: Promise<void> = Promise.resolve()
+  private failure: StoreError | undefined
+
+  constructor (readonly id: number, readonly path: string, readonly file: Promise<FileHandle>, end: number, private readonly fsync: boolean) {
+    this.end = end
+    // Every user awaits the file; this only keeps a failed open from being reported as unhandled.
+    file.catch(ignore)
+  }
+
+  static async openExisting (dir: string, id: number, fsync: boolean): Promise<Pack> {
+    const path = join(dir, packName(id))
+    const file = await open(path, 'r+')
+    const { size } = await file.stat()
+    return new Pack(id, path, Promise.resolve(file), size, fsync)
+  }
+
+  /** Returns at once, so a position can be handed out synchronously; writes wait for the file. */
+  static create (dir: string, id: number, fsync: boolean): Pack {
+    const path = join(dir, packName(id))
+    const file = (async () => {
+      const handle = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL)
+      // The new name must survive a power loss before any index row can point into the file.
+      if (fsync) await syncDirectory(dir)
+      return handle
+    })()
+    return new Pack(id, path, file, 0, fsync)
+  }
+
+  async write (bytes: Uint8Array, position: number): Promise<void> {
+    const file = await this.file
+    let done = 0
+    while (done < bytes.byteLength) {
+      const { bytesWritten } = await file.write(bytes, done, bytes.byteLength - done, position + done)
+      done += bytesWritten
+    }
+    this.unflushed += bytes.byteLength
+    if (this.fsync && this.unflushed >= FLUSH_BEHIND_BYTES) {
+      this.unflushed = 0
+      // Not awaited: the commit's own sync will wait for it, and a failure sticks to the pack.
+      this.sync().catch(ignore)
+    }
+  }
+
+  /** Reads into `into` from `position`; a short count means the file ends early. */
+  async read (into: Uint8Array, position: number): Promise<number> {
+    const file = await this.file
+    let done = 0
+    while (done < into.byteLength) {
+      const { bytesRead } = await file.read(into, done, into.byteLength - done, position + done)
+      if (bytesRead === 0) break
+      done += bytesRead
+    }
+    return done
+  }
+
+  /**
+   * Resolves once an fdatasync that started after this call has finished, so it covers every
+   * write completed before the call. Callers that arrive while one is queued share it.
+   */
+  sync (): Promise<void> {
+    if (this.syncQueued === undefined) {
+      const queued = this.syncRunning.then(async () => {
+        this.syncQueued = undefined
+        if (this.failure !== undefined) throw this.failure
+        try {
+          await (await this.file).datasync()
+        } catch (err) {
+          // After a failed flush the kernel may have dropped the dirty pages: never trust this pack's tail again.
+          this.failure = new StoreError(`flushing ${this.path} failed`, { cause: err })
+          throw this.failure
+        }
+      })
+      this.syncQueued = queued
+      this.syncRunning = queued.catch(ignore)
+    }
+    return this.syncQueued
+  }
+
+  /** A flush failed: nothing more is appended here (what it holds stays readable and verified). */
+  get failed (): boolean {
+    return this.failure !== undefined
+  }
+
+  /** A read in progress: a retired pack is closed and removed only after the last one. */
+  acquire (): void { this.readers++ }
+
+  releaseReader (): void {
+    this.readers--
+    if (this.readers === 0 && this.retired !== undefined) this.retired()
+  }
+
+  /** Closes and deletes the file once no read uses it; resolves when that has happened. */
+  async retire (): Promise<void> {
+    if (this.readers > 0) await new Promise<void>(resolve => { this.retired = resolve })
+    await this.close()
+    // A file left behind (unlink failed) holds no live chunk: the next gc after a reopen removes it.
+    await unlink(this.path).catch(ignore)
+  }
+
+  async close (): Promise<void> {
+    // FileHandle.close waits for operations still running on the handle.
+    const file = await this.file.catch(() => undefined)
+    await file?.close()
+  }
+}
+
+async function syncDirectory (dir: string): Promise<void> {
+  const handle = await open(dir, 'r')
+  try { await handle.sync() } finally { await handle.close() }
+}
+
+/** Chunk bytes a writer has written (or is writing) that no index row points at yet. */
+interface PendingChunk {
+  key: string
+  pack: Pack
+  position: number
+  length: number
+  written: Promise<void>
+  /** writers that rely on these bytes; the entry (and its hold on the pack) lives until the last finishes */
+  holders: number
+}
+
+interface ChunkRow { pack: number, position: number, length: number }
+interface ObjectRow { oid: Buffer, size: number, chunks: number, created: number }
+
+interface Verified { bytes: Uint8Array, digests: Uint8Array[] }
+
+/** Chunks read with one call, then hashed with one message to the pool. */
+type ReadBatch =
+  | { kind: 'missing', cid: string }
+  | { kind: 'read', pack: Pack, items: Array<{ cid: string, key: string, digest: Buffer, position: number, length: number }>, result: Promise<Verified> }
+
+function prepare (db: Database.Database) {
+  return {
+    present: db.prepare<[Buffer], number>('SELECT 1 FROM chunks WHERE digest = ? AND pack IS NOT NULL').pluck(),
+    locate: db.prepare<[Buffer], ChunkRow>('SELECT pack, position, length FROM chunks WHERE digest = ? AND pack IS NOT NULL'),
+    insertWritten: db.prepare<[Buffer, number, number, number]>(`
+      INSERT INTO chunks (digest, pack, position, length, refs) VALUES (?, ?, ?, ?, 1)
+      ON CONFLICT (digest) DO UPDATE SET refs = refs + 1,
+        pack = coalesce(pack, excluded.pack),
+        position = CASE WHEN pack IS NULL THEN excluded.position ELSE position END`),
+    addReference: db.prepare<[Buffer, number]>('UPDATE chunks SET refs = refs + 1 WHERE digest = ? AND pack IS NOT NULL AND length = ?'),
+    repair: db.prepare<[number, number, Buffer]>('UPDATE chunks SET pack = ?, position = ? WHERE digest = ? AND pack IS NULL'),
+    dropReference: db.prepare<[Buffer]>('UPDATE chunks SET refs = refs - 1 WHERE digest = ?'),
+    insertLoose: db.prepare<[Buffer, number, number, number]>(`
+      INSERT INTO chunks (digest, pack, position, length, refs) VALUES (?, ?, ?, ?, 0)
+      ON CONFLICT (digest) DO UPDATE SET pack = excluded.pack, position = excluded.position WHERE pack IS NULL`),
+    forgetBytes: db.prepare<[Buffer, number, number]>('UPDATE chunks SET pack = NULL, position = NULL WHERE digest = ? AND pack = ? AND position = ?'),
+    deleteLost: db.prepare<[Buffer]>('DELETE FROM chunks WHERE digest = ? AND pack IS NULL AND refs = 0'),
+    unreferenced: db.prepare<[], { digest: Buffer, pack: number | null, length: number }>('SELECT digest, pack, length FROM chunks WHERE refs = 0'),
+    deleteUnreferenced: db.prepare<[Buffer]>('DELETE FROM chunks WHERE digest = ? AND refs = 0'),
+    liveBytes: db.prepare<[], { pack: number, live: number }>('SELECT pack, sum(length) AS live FROM chunks WHERE pack IS NOT NULL GROUP BY pack'),
+    chunksIn: db.prepare<[number], { digest: Buffer, position: number, length: number }>('SELECT digest, position, length FROM chunks WHERE pack = ? ORDER BY position'),
+    countIn: db.prepare<[number], number>('SELECT count(*) FROM chunks WHERE pack = ?').pluck(),
+    move: db.prepare<[number, number, Buffer, number, number]>('UPDATE chunks SET pack = ?, position = ? WHERE digest = ? AND pack = ? AND position = ?'),
+    forgetMissingPacks: db.prepare<[string]>('UPDATE chunks SET pack = NULL, position = NULL WHERE pack IS NOT NULL AND pack NOT IN (SELECT value FROM json_each(?))'),
+    object: db.prepare<[Buffer], ObjectRow>('SELECT oid, size, chunks, created FROM objects WHERE oid = ?'),
+    objectsAfter: db.prepare<[Buffer, number], ObjectRow>('SELECT oid, size, chunks, created FROM objects WHERE oid > ? ORDER BY oid LIMIT ?'),
+    insertObject: db.prepare<[Buffer, number, number, number]>('INSERT INTO objects (oid, size, chunks, created) VALUES (?, ?, ?, ?)'),
+    deleteObject: db.prepare<[Buffer]>('DELETE FROM objects WHERE oid = ?'),
+    manifest: db.prepare<[Buffer], Buffer>('SELECT entries FROM manifests WHERE oid = ?').pluck(),
+    insertManifest: db.prepare<[Buffer, Buffer]>('INSERT INTO manifests (oid, entries) VALUES (?, ?)'),
+    deleteManifest: db.prepare<[Buffer]>('DELETE FROM manifests WHERE oid = ?'),
+    countObjects: db.prepare<[], number>('SELECT count(*) FROM objects').pluck(),
+    usage: db.prepare<[], { chunks: number, bytes: number }>('SELECT count(*) AS chunks, coalesce(sum(length), 0) AS bytes FROM chunks WHERE pack IS NOT NULL')
+  }
+}
+
+type Statements = ReturnType<typeof prepare>
+
+function objectInfo (row: ObjectRow): ObjectInfo {
+  return { oid: nameOfDigest(row.oid), size: row.size, chunks: row.chunks, createdAt: row.created }
+}
+
+function encodeManifest ({ distinct, order }: CheckedManifest): Buffer {
+  const entries = Buffer.allocUnsafe(order.length * MANIFEST_ENTRY)
+  for (let i = 0; i < order.length; i++) {
+    const chunk = distinct[order[i]]
+    chunk.digest.copy(entries, i * MANIFEST_ENTRY)
+    entries.writeUInt32BE(chunk.length, i * MANIFEST_ENTRY + DIGEST_LENGTH)
+  }
+  return entries
+}
+
+function distinctDigests (entries: Buffer): Buffer[] {
+  const seen = new Set<string>()
+  const out: Buffer[] = []
+  for (let at = 0; at < entries.byteLength; at += MANIFEST_ENTRY) {
+    const digest = entries.subarray(at, at + DIGEST_LENGTH)
+    const key = digest.toString('latin1')
+    if (seen.has(key)) continue
+    seen.add(key)
+    out.push(digest)
+  }
+  return out
+}
+
+export class DiskStore implements ChunkStore {
+  /** chunks written by open writers, not yet in the index; shared so concurrent writers write a chunk once */
+  readonly pending = new Map<string, PendingChunk>()
+  readonly pins = new Pins()
+  private readonly statements: Statements
+  private current: Pack | undefined
+  private nextPackId: number
+  private gcQueue: Promise<unknown> = Promise.resolve()
+  private closed = false
+  /** read buffers to reuse (see readAndHash) */
+  private readonly scratch: SharedArrayBuffer[] = []
+  private readonly recordTransaction: (oid: Buffer, manifest: CheckedManifest, held: ReadonlyMap<string, PendingChunk>) => ObjectInfo
+  private readonly releaseTransaction: (oid: Buffer) => boolean
+  private readonly collectTransaction: () => GcResult
+  private readonly moveTransaction: (from: Pack, moves: ReadonlyArray<{ digest: Buffer, from: number, to: Pack, position: number }>, lost: ReadonlyArray<{ digest: Buffer, position: number }>) => void
+  private readonly forgetTransaction: (digest: Buffer, pack: number, position: number) => void
+
+  constructor (
+    private readonly db: Database.Database,
+    private readonly packDir: string,
+    private readonly packs: Map<number, Pack>,
+    readonly pool: HashPool,
+    readonly fsync: boolean,
+    private readonly packSize: number
+  ) {
+    this.statements = prepare(db)
+    this.nextPackId = Math.max(0, ...packs.keys()) + 1
+    const last = packs.get(this.nextPackId - 1)
+    // Appending to the last pack after a restart avoids a small pack per restart.
+    if (last !== undefined && last.end < packSize) this.current = last
+    const sql = this.statements
+
+    this.recordTransaction = db.transaction((oid, manifest, held) => {
+      const existing = sql.object.get(oid)
+      if (existing !== undefined) {
+        // Already stored: only chunks that lost their bytes take the ones this writer brought.
+        for (const chunk of manifest.distinct) {
+          const pending = held.get(chunk.key)
+          if (pending !== undefined) sql.repair.run(pending.pack.id, pending.position, chunk.digest)
+        }
+        return objectInfo(existing)
+      }
+      for (const chunk of manifest.distinct) {
+        const pending = held.get(chunk.key)
+        if (pending !== undefined) sql.insertWritten.run(chunk.digest, pending.pack.id, pending.position, chunk.length)
+        else if (sql.addReference.run(chunk.digest, chunk.length).changes === 0) throw new StoreError(`chunk ${chunk.key} (${chunk.length} bytes) is not in the store`)
+      }
+      const row: ObjectRow = { oid, size: manifest.size, chunks: manifest.order.length, created: Date.now() }
+      sql.insertObject.run(oid, row.size, row.chunks, row.created)
+      sql.insertManifest.run(oid, encodeManifest(manifest))
+      return objectInfo(row)
+    })
+
+    this.releaseTransaction = db.transaction((oid) => {
+      const entries = sql.manifest.get(oid)
+      if (entries === undefined) return false
+      for (const digest of distinctDigests(entries)) sql.dropReference.run(digest)
+      sql.deleteManifest.run(oid)
+      sql.deleteObject.run(oid)
+      return true
+    })
+
+    this.collectTransaction = db.transaction(() => {
+      const result: GcResult = { chunks: 0, bytes: 0 }
+      for (const row of sql.unreferenced.all()) {
+        if (this.pins.has(nameOfDigest(row.digest))) continue
+        sql.deleteUnreferenced.run(row.digest)
+        result.chunks++
+        if (row.pack !== null) result.bytes += row.length
+      }
+      return result
+    })
+
+    this.moveTransaction = db.transaction((from, moves, lost) => {
+      for (const move of moves) sql.move.run(move.to.id, move.position, move.digest, from.id, move.from)
+      for (const { digest, position } of lost) this.forgetBytes(digest, from.id, position)
+    })
+
+    this.forgetTransaction = db.transaction((digest, pack, position) => this.forgetBytes(digest, pack, position))
+  }
+
+  async has (cid: string): Promise<boolean> {
+    return this.isPresent(parseName(cid).digest)
+  }
+
+  async get (cid: string, o: ReadOptions = {}): Promise<Uint8Array> {
+    throwIfAborted(o.signal)
+    const { key, digest } = parseName(cid)
+    const row = this.sql().locate.get(digest)
+    if (row === undefined) throw new NotFoundError(`chunk ${key} is not in the store`)
+    const pack = this.packs.get(row.pack)!
+    pack.acquire()
+    const { bytes, digests } = await this.readAndHash(pack, row.position, row.length, [row.length])
+    if (!sameDigest(digests[0], digest)) throw this.corrupted(key, digest, pack, row.position)
+    return bytes
+  }
+
+  async * getMany (cids: readonly string[], o: ReadOptions = {}): AsyncIterable<{ cid: string, bytes: Uint8Array }> {
+    let next = 0
+    // A chunk that did not fit the batch being planned starts the next one. Its location is looked
+    // up again then: gc may move it in between, and a location is only good until the next await.
+    let carried: { cid: string, key: string, digest: Buffer } | undefined
+    const lookUp = (): { cid: string, key: string, digest: Buffer, row: ChunkRow | undefined } => {
+      let chunk = carried
+      carried = undefined
+      if (chunk === undefined) {
+        const cid = cids[next++]
+        chunk = { cid, ...parseName(cid) }
+      }
+      return { ...chunk, row: this.sql().locate.get(chunk.digest) }
+    }
+    // Looks up chunks until the next one is not adjacent in the same pack, then starts reading.
+    const plan = (): ReadBatch => {
+      const first = lookUp()
+      if (first.row === undefined) {
+        next = cids.length // the iteration ends at this chunk: nothing after it is needed
+        return { kind: 'missing', cid: first.cid }
+      }
+      const pack = this.packs.get(first.row.pack)!
+      const start = first.row.position
+      let end = start + first.row.length
+      const items = [{ cid: first.cid, key: first.key, digest: first.digest, position: start, length: first.row.length }]
+      while (next < cids.length) {
+        const candidate = lookUp()
+        const row = candidate.row
+        if (row === undefined || row.pack !== pack.id || row.position !== end || end + row.length - start > READ_BATCH_BYTES) {
+          carried = { cid: candidate.cid, key: candidate.key, digest: candidate.digest }
+          break
+        }
+        items.push({ cid: candidate.cid, key: candidate.key, digest: candidate.digest, position: row.position, length: row.length })
+        end += row.length
+      }
+      pack.acquire()
+      const ends = items.map(item => item.position + item.length - start)
+      return { kind: 'read', pack, items, result: this.readAndHash(pack, start, end - start, ends) }
+    }
+
+    const inFlight: ReadBatch[] = []
+    try {
+      while (true) {
+        throwIfAborted(o.signal)
+        while (inFlight.length < READ_AHEAD && (next < cids.length || carried !== undefined)) inFlight.push(plan())
+        const batch = inFlight.shift()
+        if (batch === undefined) return
+        if (batch.kind === 'missing') throw new NotFoundError(`chunk ${batch.cid} is not in the store`)
+        const { bytes, digests } = await batch.result
+        let at = 0
+        for (let i = 0; i < batch.items.length; i++) {
+          const item = batch.items[i]
+          if (!sameDigest(digests[i], item.digest)) throw this.corrupted(item.key, item.digest, batch.pack, item.position)
+          yield { cid: item.cid, bytes: bytes.subarray(at, at + item.length) }
+          at += item.length
+        }
+      }
+    } finally {
+      // The consumer may stop early: reads still running must not surface as unhandled rejections.
+      for (const batch of inFlight) if (batch.kind === 'read') batch.result.catch(ignore)
+    }
+  }
+
+  async put (cid: string, bytes: Uint8Array, o: ReadOptions = {}): Promise<void> {
+    throwIfAborted(o.signal)
+    this.ensureOpen()
+    const { key, digest } = parseName(cid)
+    const [actual] = await this.pool.digestSlices(bytes, [bytes.byteLength])
+    if (!sameDigest(actual, digest)) throw new HashMismatchError(`bytes do not hash to ${key}`)
+    if (this.isPresent(digest)) return
+    const { pack, position } = this.reserve(bytes.byteLength)
+    pack.holds++
+    try {
+      await pack.write(bytes, position)
+      if (this.fsync) await pack.sync()
+      this.sql().insertLoose.run(digest, pack.id, position, bytes.byteLength)
+    } catch (err) {
+      throw storeFailure(err, `storing chunk ${key}`)
+    } finally {
+      pack.holds--
+    }
+  }
+
+  openWriter (): ObjectWriter {
+    this.ensureOpen()
+    return new DiskWriter(this)
+  }
+
+  async putManifest (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo> {
+    return await this.openWriter().commit(oid, descriptors)
+  }
+
+  async stat (oid: string): Promise<ObjectInfo | undefined> {
+    const row = this.sql().object.get(parseName(oid, InvalidOidError).digest)
+    return row === undefined ? undefined : objectInfo(row)
+  }
+
+  async * manifest (oid: string, o: ReadOptions = {}): AsyncIterable<Descriptor> {
+    const entries = this.sql().manifest.get(parseName(oid, InvalidOidError).digest)
+    if (entries === undefined) throw new NotFoundError(`object ${oid} is not stored`)
+    let offset = 0
+    for (let at = 0; at < entries.byteLength; at += MANIFEST_ENTRY) {
+      if ((at & 0xffff) === 0) throwIfAborted(o.signal)
+      const length = entries.readUInt32BE(at + DIGEST_LENGTH)
+      yield { cid: nameOfDigest(entries.subarray(at, at + DIGEST_LENGTH)), offset, length }
+      offset += length
+    }
+  }
+
+  async * objects (o: ReadOptions = {}): AsyncIterable<ObjectInfo> {
+    // Paged: better-sqlite3 forbids other statements while an iterator is open, and the consumer
+    // may call the store between items.
+    let after: Buffer = Buffer.alloc(0)
+    while (true) {
+      throwIfAborted(o.signal)
+      const rows = this.sql().objectsAfter.all(after, OBJECTS_PAGE)
+      for (const row of rows) yield objectInfo(row)
+      if (rows.length < OBJECTS_PAGE) return
+      after = rows[rows.length - 1].oid
+    }
+  }
+
+  async release (oid: string): Promise<boolean> {
+    const { digest } = parseName(oid, InvalidOidError)
+    this.ensureOpen()
+    try {
+      return this.releaseTransaction(digest)
+    } catch (err) {
+      throw storeFailure(err, `releasing ${oid}`)
+    }
+  }
+
+  async gc (o: ReadOptions = {}): Promise<GcResult> {
+    this.ensureOpen()
+    // One collection at a time: two compactions of the same pack would copy it twice.
+    const run = this.gcQueue.then(async () => await this.collect(o))
+    this.gcQueue = run.catch(ignore)
+    return await run
+  }
+
+  async usage (): Promise<StoreUsage> {
+    const sql = this.sql()
+    const { chunks, bytes } = sql.usage.get()!
+    return { objects: sql.countObjects.get()!, chunks, bytes }
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.db.close()
+    await Promise.all([...this.packs.values()].map(async pack => await pack.close()))
+  }
+
+  // Below: what DiskWriter needs from its store (with `pending`, `pins`, `pool` and `fsync`);
+  // not part of the ChunkStore contract.
+
+  ensureOpen (): void {
+    if (this.closed) throw new ClosedError('store is closed')
+  }
+
+  isPresent (digest: Buffer): boolean {
+    return this.sql().present.get(digest) !== undefined
+  }
+
+  /** Where `length` bytes will go: handed out synchronously so concurrent writers never overlap. */
+  reserve (length: number): { pack: Pack, position: number } {
+    this.ensureOpen()
+    let pack = this.current
+    if (pack === undefined || pack.failed || (pack.end > 0 && pack.end + length > this.packSize)) {
+      pack = Pack.create(this.packDir, this.nextPackId++, this.fsync)
+      this.packs.set(pack.id, pack)
+      this.current = pack
+    }
+    const position = pack.end
+    pack.end += length
+    return { pack, position }
+  }
+
+  /** Makes an object exist, in one transaction; see DiskWriter.commit for what must come before. */
+  record (oid: Buffer, manifest: CheckedManifest, held: ReadonlyMap<string, PendingChunk>): ObjectInfo {
+    this.ensureOpen()
+    try {
+      return this.recordTransaction(oid, manifest, held)
+    } catch (err) {
+      throw storeFailure(err, `recording object ${nameOfDigest(oid)}`)
+    }
+  }
+
+  private sql (): Statements {
+    this.ensureOpen()
+    return this.statements
+  }
+
+  /**
+   * Reads a run of adjacent chunks and hashes each; `pack` must be acquired. The read lands in
+   * recycled shared memory, so the workers hash it without a copy, and the bytes are then copied
+   * once into ordinary memory the caller owns. A fresh SharedArrayBuffer per read would be cheaper
+   * to write but is not reclaimed until a full garbage collection: reading 2 GiB that way grew
+   * RSS past 1.2 GB, and read half as fast (measured here).
+   */
+  private async readAndHash (pack: Pack, position: number, length: number, ends: readonly number[]): Promise<Verified> {
+    const scratch = length <= READ_BATCH_BYTES ? this.scratch.pop() ?? new SharedArrayBuffer(READ_BATCH_BYTES) : undefined
+    try {
+      // Only a chunk larger than a read batch comes here without scratch; the pool copies it.
+      const view = scratch === undefined ? new Uint8Array(length) : new Uint8Array(scratch, 0, length)
+      const read = await pack.read(view, position)
+      // A pack cut short leaves zeros in the tail, which then fail verification like any damage.
+      view.fill(0, read)
+      const digests = await this.pool.digestSlices(view, ends)
+      return { bytes: scratch === undefined ? view : new Uint8Array(view), digests }
+    } catch (err) {
+      throw storeFailure(err, `reading ${pack.path}`)
+    } finally {
+      if (scratch !== undefined && this.scratch.length < SCRATCH_KEPT) this.scratch.push(scratch)
+      pack.releaseReader()
+    }
+  }
+
+  /** Drops the location of bytes that failed verification; returns the error to throw. */
+  private corrupted (key: string, digest: Buffer, pack: Pack, position: number): HashMismatchError {
+    if (!this.closed) this.forgetTransaction(digest, pack.id, position)
+    return new HashMismatchError(`chunk ${key} is corrupted in ${pack.path} at ${position}; it was dropped from the store`)
+  }
+
+  private forgetBytes (digest: Buffer, pack: number, position: number): void {
+    const sql = this.statements
+    sql.forgetBytes.run(digest, pack, position)
+    sql.deleteLost.run(digest)
+  }
+
+  private async collect (o: ReadOptions): Promise<GcResult> {
+    throwIfAborted(o.signal)
+    this.ensureOpen()
+    const result = this.collectTransaction()
+    const live = new Map(this.sql().liveBytes.all().map(row => [row.pack, row.live]))
+    const dead: Pack[] = []
+    const sparse: Pack[] = []
+    // Decided without awaiting, while `live` is exact. Only the current pack takes new appends and
+    // new holds, so a pack that is neither current nor held now stays as it is from here on.
+    for (const pack of this.packs.values()) {
+      if (pack === this.current || pack.holds > 0) continue
+      const bytes = live.get(pack.id) ?? 0
+      if (bytes === 0) dead.push(pack)
+      else if (bytes < pack.end * COMPACT_BELOW_LIVE_RATIO) sparse.push(pack)
+    }
+    for (const pack of dead) await this.retire(pack)
+    for (const pack of sparse) {
+      throwIfAborted(o.signal)
+      await this.compact(pack, o)
+    }
+    return result
+  }
+
+  private async retire (pack: Pack): Promise<void> {
+    this.packs.delete(pack.id)
+    await pack.retire()
+  }
+
+  /**
+   * Copies a pack's live chunks (verified on the way) to the current pack, flushes the copies,
+   * repoints the rows in one transaction, then deletes the old pack. Runs inside gc, which is
+   * serialized, so the packs copied into cannot be collected meanwhile.
+   */
+  private async compact (pack: Pack, o: ReadOptions): Promise<void> {
+    const rows = this.sql().chunksIn.all(pack.id)
+    const moves: Array<{ digest: Buffer, from: number, to: Pack, position: number }> = []
+    const lost: Array<{ digest: Buffer, position: number }> = []
+    const targets = new Set<Pack>()
+    try {
+      let first = 0
+      while (first < rows.length) {
+        throwIfAborted(o.signal)
+        const start = rows[first].position
+        let last = first + 1
+        let end = start + rows[first].length
+        while (last < rows.length && rows[last].position === end && end + rows[last].length - start <= READ_BATCH_BYTES) end += rows[last++].length
+        pack.acquire()
+        const { bytes, digests } = await this.readAndHash(pack, start, end - start, rows.slice(first, last).map(row => row.position + row.length - start))
+        // Good chunks next to each other go out with one write; a bad one ends the run.
+        let runFirst = first
+        for (let i = first; i <= last; i++) {
+          if (i < last && sameDigest(digests[i - first], rows[i].digest)) continue
+          if (i > runFirst) {
+            const from = rows[runFirst].position - start
+            const to = rows[i - 1].position + rows[i - 1].length - start
+            const target = this.reserve(to - from)
+            targets.add(target.pack)
+            await target.pack.write(bytes.subarray(from, to), target.position)
+            for (let k = runFirst; k < i; k++) {
+              moves.push({ digest: rows[k].digest, from: rows[k].position, to: target.pack, position: target.position + rows[k].position - start - from })
+            }
+          }
+          if (i < last) lost.push(rows[i])
+          runFirst = i + 1
+        }
+        first = last
+      }
+      if (this.fsync) await Promise.all([...targets].map(async target => await target.sync()))
+      this.ensureOpen()
+      this.moveTransaction(pack, moves, lost)
+      // Rows only ever enter a pack while it is current or held, so none can have arrived since.
+      if (this.statements.countIn.get(pack.id) === 0) await this.retire(pack)
+    } catch (err) {
+      throw storeFailure(err, `compacting ${pack.path}`)
+    }
+  }
+}
+
+class DiskWriter implements ObjectWriter {
+  /** every chunk this writer wrote or found present: pinned until it finishes */
+  private readonly pinned = new Set<string>()
+  /** chunks whose bytes are in flight or unindexed: written here or by another open writer */
+  private readonly held = new Map<string, PendingChunk>()
+  private finished = false
+
+  constructor (private readonly store: DiskStore) {}
+
+  async putChunk (cid: string, bytes: Uint8Array, o: ReadOptions = {}): Promise<void> {
+    await this.putBlock(bytes, [{ cid, start: 0, length: bytes.byteLength }], o)
+  }
+
+  async putBlock (bytes: Uint8Array, chunks: readonly BlockSlice[], o: ReadOptions = {}): Promise<void> {
+    this.ensureWritable(o)
+    const store = this.store
+    const writes: Array<Promise<void>> = []
+    let run: { start: number, end: number, chunks: Array<{ key: string, start: number, length: number }> } | undefined
+
+    const startRun = (): void => {
+      if (run === undefined) return
+      const { start, end } = run
+      const { pack, position } = store.reserve(end - start)
+      const written = pack.write(bytes.subarray(start, end), position)
+      written.catch(ignore) // awaited below and at commit; this only marks it handled for writers that abort
+      writes.push(written)
+      const entries: PendingChunk[] = []
+      for (const chunk of run.chunks) {
+        const entry: PendingChunk = { key: chunk.key, pack, position: position + chunk.start - start, length: chunk.length, written, holders: 1 }
+        pack.holds++
+        store.pending.set(chunk.key, entry)
+        this.held.set(chunk.key, entry)
+        entries.push(entry)
+      }
+      // Failed bytes must not be offered to other writers; this writer's commit will fail on them.
+      written.catch(() => { for (const entry of entries) if (store.pending.get(entry.key) === entry) store.pending.delete(entry.key) })
+      run = undefined
+    }
+
+    for (const slice of chunks) checkSlice(bytes, slice)
+    // Nothing awaits until every run has started: positions are reserved and pending entries
+    // published at once, so a concurrent writer sees them and never writes the same chunk again.
+    for (const { cid, start, length } of chunks) {
+      const { key, digest } = parseName(cid)
+      if (this.pinned.has(key)) { startRun(); continue }
+      this.pinned.add(key)
+      store.pins.add(key)
+      const pending = store.pending.get(key)
+      if (pending !== undefined) {
+        pending.holders++
+        this.held.set(key, pending)
+        startRun()
+      } else if (store.isPresent(digest)) {
+        startRun()
+      } else if (run !== undefined && run.end === start) {
+        run.chunks.push({ key, start, length })
+        run.end += length
+      } else {
+        startRun()
+        run = { start, end: start + length, chunks: [{ key, start, length }] }
+      }
+    }
+    startRun()
+    try {
+      await Promise.all(writes)
+    } catch (err) {
+      throw storeFailure(err, 'writing chunks')
+    }
+  }
+
+  /**
+   * The writer is finished afterwards, whether the commit succeeded or not: a caller that does
+   * not abort after a failed commit leaks no pins.
+   */
+  async commit (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo> {
+    this.ensureWritable({})
+    this.finished = true
+    try {
+      const { digest } = parseName(oid, InvalidOidError)
+      const manifest = checkManifest(descriptors)
+      const written = new Set<Promise<void>>()
+      const packs = new Set<Pack>()
+      for (const chunk of manifest.distinct) {
+        const pending = this.held.get(chunk.key)
+        if (pending === undefined) continue
+        if (pending.length !== chunk.length) throw new StoreError(`chunk ${chunk.key} (${chunk.length} bytes) is not in the store`)
+        written.add(pending.written)
+        packs.add(pending.pack)
+      }
+      try {
+        await Promise.all(written)
+        if (this.store.fsync) await Promise.all([...packs].map(async pack => await pack.sync()))
+      } catch (err) {
+        throw storeFailure(err, `flushing the chunks of ${oid}`)
+      }
+      return this.store.record(digest, manifest, this.held)
+    } finally {
+      await this.release()
+    }
+  }
+
+  async abort (): Promise<void> {
+    if (this.finished) return
+    this.finished = true
+    await this.release()
+  }
+
+  private ensureWritable (o: ReadOptions): void {
+    this.store.ensureOpen()
+    if (this.finished) throw new ClosedError('writer is finished (committed or aborted)')
+    throwIfAborted(o.signal)
+  }
+
+  private async release (): Promise<void> {
+    // Writes still running keep their pack held until they end, so gc never deletes under them.
+    await Promise.allSettled(new Set([...this.held.values()].map(entry => entry.written)))
+    for (const key of this.pinned) this.store.pins.delete(key)
+    this.pinned.clear()
+    for (const entry of this.held.values()) {
+      if (--entry.holders > 0) continue
+      if (this.store.pending.get(entry.key) === entry) this.store.pending.delete(entry.key)
+      entry.pack.holds--
+    }
+    this.held.clear()
+  }
+}
+
+export async function openDiskStore (options: DiskStoreOptions): Promise<DiskStore> {
+  const { dir, fsync = true, packSize = DEFAULT_PACK_SIZE } = options
+  if (typeof dir !== 'string' || dir.length === 0) throw new InvalidConfigError('disk store needs a directory')
+  if (!Number.isSafeInteger(packSize) || packSize < 1) throw new InvalidConfigError(`packSize must be a positive integer, got ${String(packSize)}`)
+  const packDir = join(dir, 'packs')
+  let db: Database.Database | undefined
+  const packs = new Map<number, Pack>()
+  try {
+    await mkdir(packDir, { recursive: true })
+    if (fsync) await syncDirectory(dir)
+    db = new Database(join(dir, 'index.sqlite'), { timeout: 0 })
+    // Exclusive before WAL: no shared-memory index, and a second process is refused at once.
+    db.pragma('locking_mode = EXCLUSIVE')
+    db.pragma('journal_mode = WAL')
+    db.pragma(`synchronous = ${fsync ? 'FULL' : 'NORMAL'}`)
+    // The default 2 MiB page cache thrashes once the chunk index outgrows it (random 32-byte keys).
+    db.pragma('cache_size = -65536')
+    const version = db.pragma('user_version', { simple: true }) as number
+    if (version > SCHEMA_VERSION) throw new StoreError(`${dir} was written by a newer Berth (index schema ${version})`)
+    db.transaction(() => {
+      db!.exec(SCHEMA)
+      db!.pragma(`user_version = ${SCHEMA_VERSION}`)
+    }).immediate()
+    for (const name of await readdir(packDir)) {
+      const match = PACK_NAME.exec(name)
+      if (match === null) continue
+      const id = Number(match[1])
+      packs.set(id, await Pack.openExisting(packDir, id, fsync))
+    }
+    // Rows into a pack that is gone (deleted by hand, lost) lose their bytes, as if damaged.
+    prepare(db).forgetMissingPacks.run(JSON.stringify([...packs.keys()]))
+    return new DiskStore(db, packDir, packs, options.pool ?? sharedHashPool(), fsync, packSize)
+  } catch (err) {
+    db?.close()
+    await Promise.all([...packs.values()].map(async pack => await pack.close()))
+    const failure = storeFailure(err, `opening store at ${dir}`)
+    if ((err as { code?: string })?.code === 'SQLITE_BUSY') throw new StoreError(`store at ${dir} is in use by another process`, { cause: err })
+    throw failure
+  }
+}

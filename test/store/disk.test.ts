@@ -1,0 +1,252 @@
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, open, readdir, rm, stat, unlink } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { openDiskStore, openStore, type DiskStoreOptions } from '../../src/store/index.ts'
+import {
+  assertSameBytes, chunkBytes, cidOf, collect, drainUntilFailure, makeObject, rejectsWithCode, storeCompliance, writeObject
+} from './compliance.ts'
+
+async function temporaryDirectory (): Promise<{ dir: string, cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-disk-store-'))
+  return { dir, cleanup: async () => await rm(dir, { recursive: true, force: true }) }
+}
+
+storeCompliance('DiskStore', async () => {
+  const { dir, cleanup } = await temporaryDirectory()
+  return { store: await openDiskStore({ dir }), cleanup }
+})
+
+storeCompliance('DiskStore (small packs, no fsync)', async () => {
+  const { dir, cleanup } = await temporaryDirectory()
+  return { store: await openDiskStore({ dir, fsync: false, packSize: 256 * 1024 }), cleanup }
+})
+
+/** Runs `body` with a fresh store directory, closing and removing everything afterwards. */
+function withDirectory (title: string, body: (dir: string) => Promise<void>): void {
+  it(title, async () => {
+    const { dir, cleanup } = await temporaryDirectory()
+    try { await body(dir) } finally { await cleanup() }
+  })
+}
+
+async function packFiles (dir: string): Promise<Array<{ name: string, size: number }>> {
+  const names = (await readdir(join(dir, 'packs'))).filter(n => n.endsWith('.pack')).sort()
+  return await Promise.all(names.map(async name => ({ name, size: (await stat(join(dir, 'packs', name))).size })))
+}
+
+/** Where a chunk's bytes lie: found by searching the pack files for them. */
+async function locate (dir: string, bytes: Uint8Array): Promise<{ path: string, position: number }> {
+  for (const { name } of await packFiles(dir)) {
+    const path = join(dir, 'packs', name)
+    const handle = await open(path, 'r')
+    try {
+      const content = await handle.readFile()
+      const position = content.indexOf(Buffer.from(bytes))
+      if (position >= 0) return { path, position }
+    } finally { await handle.close() }
+  }
+  throw new Error('chunk bytes not found in any pack')
+}
+
+async function flipByte (path: string, position: number): Promise<void> {
+  const handle = await open(path, 'r+')
+  try {
+    const one = Buffer.alloc(1)
+    await handle.read(one, 0, 1, position)
+    one[0] ^= 0xff
+    await handle.write(one, 0, 1, position)
+  } finally { await handle.close() }
+}
+
+describe('DiskStore on disk', () => {
+  withDirectory('everything persists across close and reopen', async (dir) => {
+    const options: DiskStoreOptions = { dir }
+    let store = await openDiskStore(options)
+    const object = makeObject(3 * 1024 * 1024 + 11, [64 * 1024, 200_000])
+    const loose = randomBytes(12_345)
+    await writeObject(store, object)
+    await store.put(cidOf(loose), loose)
+    const info = await store.stat(object.oid)
+    const usage = await store.usage()
+    await store.close()
+
+    store = await openDiskStore(options)
+    try {
+      assert.deepEqual(await store.stat(object.oid), info)
+      assert.deepEqual(await store.usage(), usage)
+      assert.deepEqual(await collect(store.manifest(object.oid)), object.descriptors)
+      assert.deepEqual(await collect(store.objects()), [info])
+      const got = await collect(store.getMany(object.descriptors.map(d => d.cid)))
+      assertSameBytes(Buffer.concat(got.map(g => g.bytes)), object.bytes)
+      assertSameBytes(await store.get(cidOf(loose)), loose)
+      // appends go on after a reopen, into the same pack
+      const more = makeObject(100_000, [30_000])
+      await writeObject(store, more)
+      assert.equal((await packFiles(dir)).length, 1)
+      assert.equal((await store.usage()).objects, 2)
+    } finally { await store.close() }
+  })
+
+  withDirectory('a corrupted chunk is refused with ERR_HASH_MISMATCH, dropped, and repairable', async (dir) => {
+    const store = await openDiskStore({ dir })
+    try {
+      const object = makeObject(640 * 1024, [64 * 1024])
+      await writeObject(store, object)
+      const victim = 3
+      const { path, position } = await locate(dir, chunkBytes(object, victim))
+      await flipByte(path, position + 100)
+      const cid = object.descriptors[victim].cid
+
+      await rejectsWithCode(store.get(cid), 'ERR_HASH_MISMATCH')
+      assert.equal(await store.has(cid), false)
+      await rejectsWithCode(store.get(cid), 'ERR_NOT_FOUND')
+      // the object stays listed: its manifest is intact and the chunk can be fetched again
+      assert.ok(await store.stat(object.oid))
+      assert.equal((await store.usage()).chunks, object.descriptors.length - 1)
+
+      await store.put(cid, chunkBytes(object, victim))
+      const got = await collect(store.getMany(object.descriptors.map(d => d.cid)))
+      assertSameBytes(Buffer.concat(got.map(g => g.bytes)), object.bytes)
+      // the repaired chunk kept its reference: releasing the object frees everything
+      await store.release(object.oid)
+      await store.gc()
+      assert.deepEqual(await store.usage(), { objects: 0, chunks: 0, bytes: 0 })
+    } finally { await store.close() }
+  })
+
+  withDirectory('getMany yields the chunks before a corrupted one, then ERR_HASH_MISMATCH', async (dir) => {
+    const store = await openDiskStore({ dir })
+    try {
+      const object = makeObject(20 * 64 * 1024, [64 * 1024])
+      await writeObject(store, object)
+      const { path, position } = await locate(dir, chunkBytes(object, 12))
+      await flipByte(path, position)
+      const cids = object.descriptors.map(d => d.cid)
+      const { items, error } = await drainUntilFailure(store.getMany(cids))
+      assert.deepEqual(items.map(i => i.cid), cids.slice(0, 12))
+      assert.equal(error?.code, 'ERR_HASH_MISMATCH')
+      assert.equal(await store.has(cids[12]), false)
+      assert.equal(await store.has(cids[13]), true)
+    } finally { await store.close() }
+  })
+
+  withDirectory('gc deletes dead packs and compacts sparse ones; the data stays readable', async (dir) => {
+    const packSize = 1024 * 1024
+    const store = await openDiskStore({ dir, packSize })
+    try {
+      const objects = Array.from({ length: 8 }, () => makeObject(packSize, [64 * 1024]))
+      for (const object of objects) await writeObject(store, object)
+      const before = await packFiles(dir)
+      assert.ok(before.length >= 8, `expected a pack per object, got ${before.length}`)
+      // free all of objects 0-1 (whole packs) and three quarters of objects 2-5 (sparse packs)
+      for (const object of objects.slice(0, 6)) await store.release(object.oid)
+      const survivors = objects.slice(2, 6).map(object => makeObject(packSize / 4, [64 * 1024], object.bytes.subarray(0, packSize / 4)))
+      for (const survivor of survivors) await store.putManifest(survivor.oid, survivor.descriptors)
+
+      const result = await store.gc()
+      assert.equal(result.chunks, 2 * 16 + 4 * 12)
+      assert.equal(result.bytes, (2 + 4 * 0.75) * packSize)
+      const after = await packFiles(dir)
+      const total = (files: Array<{ size: number }>) => files.reduce((sum, f) => sum + f.size, 0)
+      assert.ok(total(after) <= total(before) - 4 * packSize, `packs should shrink: ${total(before)} → ${total(after)}`)
+      for (const gone of before.slice(0, 6)) assert.ok(!after.some(f => f.name === gone.name), `${gone.name} should be gone`)
+
+      for (const object of [...survivors, ...objects.slice(6)]) {
+        const got = await collect(store.getMany(object.descriptors.map(d => d.cid)))
+        assertSameBytes(Buffer.concat(got.map(g => g.bytes)), object.bytes)
+      }
+      assert.equal((await store.usage()).bytes, (4 * 0.25 + 2) * packSize)
+      assert.deepEqual(await store.gc(), { chunks: 0, bytes: 0 })
+    } finally { await store.close() }
+    // and the compacted layout survives a reopen
+    const reopened = await openDiskStore({ dir, packSize })
+    try {
+      for await (const info of reopened.objects()) {
+        const cids = (await collect(reopened.manifest(info.oid))).map(d => d.cid)
+        assert.equal((await collect(reopened.getMany(cids))).length, cids.length)
+      }
+    } finally { await reopened.close() }
+  })
+
+  withDirectory('gc leaves alone the packs an open writer wrote into, even after they rolled over', async (dir) => {
+    const store = await openDiskStore({ dir, packSize: 256 * 1024 })
+    try {
+      const object = makeObject(2 * 1024 * 1024, [64 * 1024])
+      const writer = store.openWriter()
+      for (const slice of object.slices) await writer.putBlock(object.bytes, [slice])
+      const packsBefore = (await packFiles(dir)).length
+      assert.ok(packsBefore >= 8)
+      assert.deepEqual(await store.gc(), { chunks: 0, bytes: 0 })
+      assert.equal((await packFiles(dir)).length, packsBefore)
+      await writer.commit(object.oid, object.descriptors)
+      const got = await collect(store.getMany(object.descriptors.map(d => d.cid)))
+      assertSameBytes(Buffer.concat(got.map(g => g.bytes)), object.bytes)
+    } finally { await store.close() }
+  })
+
+  withDirectory('compaction under a running getMany: reads finish, later chunks are found in their new place', async (dir) => {
+    const store = await openDiskStore({ dir, packSize: 1024 * 1024 })
+    try {
+      // one chunk of the kept object, then two of a dropped one, over and over: packs end up a third live
+      const kept = makeObject(2 * 1024 * 1024, [32 * 1024])
+      const dropped = makeObject(4 * 1024 * 1024, [32 * 1024])
+      const keptWriter = store.openWriter()
+      const droppedWriter = store.openWriter()
+      for (let i = 0; i < kept.slices.length; i++) {
+        await keptWriter.putBlock(kept.bytes, [kept.slices[i]])
+        await droppedWriter.putBlock(dropped.bytes, dropped.slices.slice(2 * i, 2 * i + 2))
+      }
+      await keptWriter.commit(kept.oid, kept.descriptors)
+      await droppedWriter.commit(dropped.oid, dropped.descriptors)
+      await store.release(dropped.oid)
+      const sizeBefore = (await packFiles(dir)).reduce((sum, f) => sum + f.size, 0)
+
+      const reading = store.getMany(kept.descriptors.map(d => d.cid))[Symbol.asyncIterator]()
+      const chunks: Uint8Array[] = [(await reading.next()).value.bytes]
+      await store.gc()
+      for (let step = await reading.next(); step.done !== true; step = await reading.next()) chunks.push(step.value.bytes)
+      assertSameBytes(Buffer.concat(chunks), kept.bytes)
+
+      const sizeAfter = (await packFiles(dir)).reduce((sum, f) => sum + f.size, 0)
+      assert.ok(sizeAfter < sizeBefore / 2, `packs should shrink: ${sizeBefore} → ${sizeAfter}`)
+      const again = await collect(store.getMany(kept.descriptors.map(d => d.cid)))
+      assertSameBytes(Buffer.concat(again.map(g => g.bytes)), kept.bytes)
+    } finally { await store.close() }
+  })
+
+  withDirectory('a second store on the same directory is refused while the first is open', async (dir) => {
+    const store = await openDiskStore({ dir })
+    try {
+      await rejectsWithCode(openDiskStore({ dir }), 'ERR_STORE')
+    } finally { await store.close() }
+    const again = await openDiskStore({ dir })
+    await again.close()
+  })
+
+  withDirectory('chunks in a pack file that vanished count as absent', async (dir) => {
+    let store = await openDiskStore({ dir })
+    const object = makeObject(200_000, [50_000])
+    await writeObject(store, object)
+    await store.close()
+    for (const { name } of await packFiles(dir)) await unlink(join(dir, 'packs', name))
+    store = await openDiskStore({ dir })
+    try {
+      assert.equal(await store.has(object.descriptors[0].cid), false)
+      await rejectsWithCode(store.get(object.descriptors[0].cid), 'ERR_NOT_FOUND')
+      await writeObject(store, object) // fetched again: repaired
+      assert.equal((await collect(store.getMany(object.descriptors.map(d => d.cid)))).length, 4)
+    } finally { await store.close() }
+  })
+
+  it('openStore opens a disk store and wants a directory', async () => {
+    await rejectsWithCode(openStore({ kind: 'disk' }), 'ERR_INVALID_CONFIG')
+    const { dir, cleanup } = await temporaryDirectory()
+    try {
+      const store = await openStore({ kind: 'disk', dir })
+      await store.close()
+    } finally { await cleanup() }
+  })
+})
