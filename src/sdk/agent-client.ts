@@ -71,6 +71,18 @@ function hintParams (hints: GetOptions['hints']): string {
   return (hints ?? []).map(h => 'hint=' + encodeURIComponent(typeof h === 'string' ? h : formatHint(h))).join('&')
 }
 
+/** Whether the agent runs on this host, so a file path means the same file to it. */
+export function isLoopback (url: string): boolean {
+  let host: string
+  try { host = new URL(url).hostname } catch { return false }
+  return isLoopbackHost(host)
+}
+
+export function isLoopbackHost (host: string): boolean {
+  const h = host.replace(/^.*@/, '')
+  return h === 'localhost' || h === '[::1]' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h)
+}
+
 export class AgentClient {
   readonly url: string
   private readonly dispatcher: Dispatcher
@@ -87,6 +99,10 @@ export class AgentClient {
     const chunker = chunkerParam(o.chunker)
     if (chunker !== '') params.set('chunker', chunker)
     let body: Readable | Uint8Array | AsyncIterable<Uint8Array> | undefined
+    if (input.path !== undefined && !isLoopback(this.url)) {
+      // A remote agent would read *its* file of that name: send ours.
+      return await this.put({ stream: createReadStream(input.path) }, o)
+    }
     if (input.path !== undefined) {
       params.set('path', isAbsolute(input.path) ? input.path : resolve(input.path))
     } else body = input.stream ?? input.bytes ?? new Uint8Array(0)
