@@ -1,5 +1,35 @@
 #!/usr/bin/env node
-// The CLI is TypeScript run through tsx, so a checkout works with no build step.
-import { register } from 'tsx/esm/api'
-register()
-await import('../src/cli/main.ts')
+// Runs the CLI from its bundle (fast start), rebuilding the bundle first when any source file
+// is newer; falls back to running the TypeScript through tsx if bundling is not possible.
+import { readFileSync, readdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const pointer = join(root, 'dist', 'current')
+
+function newest (dir) {
+  let t = 0
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name)
+    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs)
+  }
+  return t
+}
+
+let bundle
+try {
+  let built = 0
+  try { built = statSync(pointer).mtimeMs } catch {}
+  if (built >= newest(join(root, 'src'))) bundle = join(root, 'dist', readFileSync(pointer, 'utf8').trim(), 'berth.mjs')
+  else bundle = (await import('../scripts/build.mjs')).build()
+} catch {
+  bundle = undefined
+}
+if (bundle !== undefined) {
+  await import(pathToFileURL(bundle).href)
+} else {
+  const { register } = await import('tsx/esm/api')
+  register()
+  await import('../src/cli/main.ts')
+}

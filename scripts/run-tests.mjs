@@ -15,6 +15,12 @@ function collect (path, out) {
 }
 
 const roots = process.argv.slice(2)
+// The whole suite starts with the type-check: `tsc --noEmit` under strict is part of "green".
+if (roots.length === 0) {
+  const tsc = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '--noEmit', '-p', '.'], { stdio: 'inherit' })
+  if (tsc.status !== 0) { console.error('tsc --noEmit failed'); process.exit(tsc.status ?? 1) }
+  console.log('tsc --noEmit: clean')
+}
 const files = (roots.length ? roots : ['test']).flatMap(r => collect(r, []))
 if (files.length === 0) { console.error('no test files found'); process.exit(1) }
 const concurrency = process.env.BERTH_TEST_CONCURRENCY ?? '2'
