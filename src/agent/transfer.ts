@@ -130,7 +130,8 @@ export class Transfer {
     this.batchBytes = options.batchBytes ?? DEFAULT_BATCH
     this.parallel = options.parallel ?? DEFAULT_PARALLEL
     this.sources = orderHints(hints).filter(h => deps.plugins.has(h)).map(hint => ({ hint, plugin: deps.plugins.for(hint), failed: false }))
-    this.writer = deps.store.openWriter()
+    // A fetched object can be fetched again: stored without fsync (verified on every read).
+    this.writer = deps.store.openWriter({ durable: false })
     if (options.signal !== undefined) {
       const onAbort = (): void => this.fail(new AbortedError('transfer aborted', { cause: options.signal?.reason }))
       if (options.signal.aborted) onAbort()

@@ -34,7 +34,7 @@ import {
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { DIGEST_LENGTH } from '../core/naming.ts'
 import { type CheckedManifest, checkManifest, checkSlice, nameOfDigest, parseName, Pins, sameDigest } from './common.ts'
-import type { BlockSlice, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage } from './types.ts'
+import type { BlockSlice, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions } from './types.ts'
 
 export const DEFAULT_PACK_SIZE = 1024 * 1024 * 1024
 
@@ -135,7 +135,7 @@ class Pack {
     return new Pack(id, path, file, 0, fsync)
   }
 
-  async write (bytes: Uint8Array, position: number): Promise<void> {
+  async write (bytes: Uint8Array, position: number, flushBehind = true): Promise<void> {
     const file = await this.file
     let done = 0
     while (done < bytes.byteLength) {
@@ -143,7 +143,7 @@ class Pack {
       done += bytesWritten
     }
     this.unflushed += bytes.byteLength
-    if (this.fsync && this.unflushed >= FLUSH_BEHIND_BYTES) {
+    if (this.fsync && flushBehind && this.unflushed >= FLUSH_BEHIND_BYTES) {
       this.unflushed = 0
       // Not awaited: the commit's own sync will wait for it, and a failure sticks to the pack.
       this.sync().catch(ignore)
@@ -484,9 +484,9 @@ export class DiskStore implements ChunkStore {
     }
   }
 
-  openWriter (): ObjectWriter {
+  openWriter (o: WriterOptions = {}): ObjectWriter {
     this.ensureOpen()
-    return new DiskWriter(this)
+    return new DiskWriter(this, o.durable ?? true)
   }
 
   async putManifest (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo> {
@@ -716,7 +716,7 @@ class DiskWriter implements ObjectWriter {
   private readonly held = new Map<string, PendingChunk>()
   private finished = false
 
-  constructor (private readonly store: DiskStore) {}
+  constructor (private readonly store: DiskStore, private readonly durable: boolean) {}
 
   async putChunk (cid: string, bytes: Uint8Array, o: ReadOptions = {}): Promise<void> {
     await this.putBlock(bytes, [{ cid, start: 0, length: bytes.byteLength }], o)
@@ -732,7 +732,7 @@ class DiskWriter implements ObjectWriter {
       if (run === undefined) return
       const { start, end } = run
       const { pack, position } = store.reserve(end - start)
-      const written = pack.write(bytes.subarray(start, end), position)
+      const written = pack.write(bytes.subarray(start, end), position, this.durable)
       written.catch(ignore) // awaited below and at commit; this only marks it handled for writers that abort
       writes.push(written)
       const entries: PendingChunk[] = []
@@ -800,7 +800,7 @@ class DiskWriter implements ObjectWriter {
       }
       try {
         await Promise.all(written)
-        if (this.store.fsync) await Promise.all([...packs].map(async pack => await pack.sync()))
+        if (this.store.fsync && this.durable) await Promise.all([...packs].map(async pack => await pack.sync()))
       } catch (err) {
         throw storeFailure(err, `flushing the chunks of ${oid}`)
       }

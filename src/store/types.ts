@@ -35,6 +35,15 @@ export interface ReadOptions { signal?: AbortSignal }
 /** A chunk as it lies in a block of memory (the chunking pipeline's output). */
 export interface BlockSlice { cid: string, start: number, length: number }
 
+export interface WriterOptions {
+  /**
+   * true (default): commit returns only once the chunk bytes are on disk. false: for copies that
+   * can be fetched again (an agent's fetched objects, a cache): no fsync; a power loss may leave
+   * chunks whose bytes do not verify — found on read, dropped, never served.
+   */
+  durable?: boolean
+}
+
 export interface ObjectWriter {
   /**
    * Stores a chunk whose bytes the caller has already hashed to `cid` (the agent core verifies
@@ -67,7 +76,7 @@ export interface ChunkStore {
   /** A loose chunk (no object references it yet); its bytes are verified against `cid` here. */
   put (cid: string, bytes: Uint8Array, o?: ReadOptions): Promise<void>
 
-  openWriter (): ObjectWriter
+  openWriter (o?: WriterOptions): ObjectWriter
   /** Shortcut: writer + commit for a manifest whose chunks are all present already. */
   putManifest (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo>
 
