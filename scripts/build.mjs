@@ -2,7 +2,7 @@
 // Dependencies stay external (loaded from node_modules as usual). Each build goes to its own
 // folder and is published by renaming dist/current into place, so processes starting while
 // another rebuilds never see a half-written bundle.
-import { buildSync } from 'esbuild'
+import { buildSync, stop } from 'esbuild'
 import { readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
@@ -27,6 +27,8 @@ export function build () {
     sourcemap: 'inline',
     logLevel: 'error'
   })
+  // The build may leave esbuild's helper process running; the CLI must not carry it along.
+  stop()
   writeFileSync(`${pointer}.${process.pid}`, name)
   renameSync(`${pointer}.${process.pid}`, pointer)
   // Old builds: gone after a minute (a process may still be loading one).

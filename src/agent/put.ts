@@ -8,13 +8,12 @@ import { createChunker, type ChunkerSpec, type Descriptor } from '../core/chunke
 import type { ChunkingPipeline, PipelineOptions } from '../core/chunker/pipeline.ts'
 import type { HashPool } from '../core/hash-pool.ts'
 import type { ChunkStore, ObjectInfo } from '../store/types.ts'
-import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { BadRequestError } from '../core/errors.ts'
 
-async function openFile (path: string): Promise<AsyncIterable<Uint8Array>> {
+async function regularFile (path: string): Promise<string> {
   if (!(await stat(path)).isFile()) throw new BadRequestError(`${path} is not a regular file`)
-  return createReadStream(path, { highWaterMark: 1024 * 1024 })
+  return path
 }
 
 export interface PutSource {
@@ -32,12 +31,19 @@ export interface PutOptions {
 export async function putObject (source: PutSource, store: ChunkStore, pool: HashPool, options: PutOptions = {}): Promise<ObjectInfo> {
   const chunker = createChunker(options.chunker ?? { kind: 'cdc' })
   const pipelineOptions: PipelineOptions = { pool, signal: options.signal }
-  const pipeline: ChunkingPipeline = chunker.pipeline(source.path !== undefined ? await openFile(source.path) : source.stream!, pipelineOptions)
+  const pipeline: ChunkingPipeline = source.path !== undefined
+    ? chunker.fromFile(await regularFile(source.path), pipelineOptions)
+    : chunker.pipeline(source.stream!, pipelineOptions)
   const writer = store.openWriter()
   const descriptors: Descriptor[] = []
   try {
     for await (const block of pipeline) {
-      await writer.putBlock(block.bytes, block.chunks, { signal: options.signal })
+      try {
+        await writer.putBlock(block.bytes, block.chunks, { signal: options.signal })
+      } finally {
+        // The write has completed (putBlock awaits it): the block's memory may be reused.
+        block.release()
+      }
       for (const c of block.chunks) descriptors.push({ cid: c.cid, offset: c.offset, length: c.length })
     }
     return await writer.commit(pipeline.oid!, descriptors)

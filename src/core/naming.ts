@@ -18,7 +18,8 @@ export function cidFromDigest (digest: Uint8Array): string {
 }
 
 const NI_PREFIX = 'ni:///sha-256;'
-const NI_PREFIX_ALT = 'ni:sha-256;' // RFC 6920 allows an empty authority to be omitted? accept both spellings
+/** `ni://authority/sha-256;…` (RFC 6920 §3): the authority says where to ask, not what it is. */
+const NI_WITH_AUTHORITY = /^ni:\/\/[^/?#]*\/sha-256;/
 
 /**
  * Parses a CIDv1-raw-sha2-256 string (or an `ni:` name) and returns its 32-byte digest.
@@ -40,10 +41,9 @@ export function digestFromName (name: string, ErrorClass: typeof InvalidOidError
 }
 
 function digestFromNi (name: string, ErrorClass: typeof InvalidOidError): Uint8Array {
-  let rest: string
-  if (name.startsWith(NI_PREFIX)) rest = name.slice(NI_PREFIX.length)
-  else if (name.startsWith(NI_PREFIX_ALT)) rest = name.slice(NI_PREFIX_ALT.length)
-  else throw new ErrorClass('ni name must use the sha-256 algorithm: ni:///sha-256;<base64url>')
+  const prefix = NI_WITH_AUTHORITY.exec(name)
+  if (prefix === null) throw new ErrorClass('ni names must be ni://[authority]/sha-256;<base64url digest> (only sha-256 is accepted)')
+  let rest = name.slice(prefix[0].length)
   const q = rest.indexOf('?') // RFC 6920 allows query parameters; they do not change the name
   if (q >= 0) rest = rest.slice(0, q)
   if (!/^[A-Za-z0-9_-]{43}$/.test(rest)) throw new ErrorClass('ni digest must be 43 base64url characters (sha-256, unpadded)')

@@ -16,6 +16,8 @@ export interface Chunker {
   readonly cutter: Cutter
   /** Blocks of chunks plus the whole object's OID once iterated: the fast path. */
   pipeline (src: AsyncIterable<Uint8Array>, o?: PipelineOptions): ChunkingPipeline
+  /** The same, reading a file straight into the blocks (no intermediate copies). */
+  fromFile (path: string, o?: PipelineOptions): ChunkingPipeline
   /** One chunk at a time: the simple path. */
   chunk (src: AsyncIterable<Uint8Array>, o?: PipelineOptions): AsyncIterable<Chunk>
 }
@@ -25,14 +27,18 @@ export function createChunker (spec: ChunkerSpec = { kind: 'cdc' }): Chunker {
   if (spec.kind === 'cdc') cutter = cdcCutter(spec)
   else if (spec.kind === 'fixed') cutter = fixedCutter(spec.size)
   else throw new InvalidConfigError(`unknown chunker ${JSON.stringify((spec as { kind: unknown }).kind)} (cdc or fixed)`)
-  const pipeline = (src: AsyncIterable<Uint8Array>, o?: PipelineOptions) => new ChunkingPipeline(src, cutter, o)
+  const pipeline = (src: AsyncIterable<Uint8Array>, o?: PipelineOptions): ChunkingPipeline => new ChunkingPipeline(src, cutter, o)
   return {
     spec,
     cutter,
     pipeline,
+    fromFile: (path, o) => ChunkingPipeline.fromFile(path, cutter, o),
     async * chunk (src, o) {
       for await (const block of pipeline(src, o)) {
-        for (const c of block.chunks) yield { cid: c.cid, offset: c.offset, length: c.length, bytes: block.bytes.subarray(c.start, c.start + c.length) }
+        // Each chunk gets its own copy: the block goes back to the pool for reuse.
+        try {
+          for (const c of block.chunks) yield { cid: c.cid, offset: c.offset, length: c.length, bytes: block.bytes.slice(c.start, c.start + c.length) }
+        } finally { block.release() }
       }
     }
   }
