@@ -53,7 +53,7 @@ export interface StartOptions {
   cwd?: string
   env?: NodeJS.ProcessEnv
   /** what the child's stdout goes to; default: ignored */
-  stdout?: 'ignore' | 'pipe' | number
+  stdout?: 'ignore' | 'pipe' | number | Writable
   stdin?: 'ignore' | 'pipe' | number
 }
 
@@ -130,7 +130,7 @@ export async function runPipe (a: [string, readonly string[]], b: [string, reado
   const pb = start(b[0], b[1], { stdin: 'pipe', stdout: 'pipe', cwd: o.cwd })
   const stdin = pb.child.stdin as Writable
   // Pass b's stdin pipe to a as its stdout, then close this process's copy of it.
-  const pa = startWithStdout(a[0], a[1], stdin, o.cwd)
+  const pa = start(a[0], a[1], { stdout: stdin, cwd: o.cwd })
   stdin.destroy()
   let stdout = ''
   pb.child.stdout?.setEncoding('utf8')
@@ -142,19 +142,6 @@ export async function runPipe (a: [string, readonly string[]], b: [string, reado
   if (timer !== undefined) clearTimeout(timer)
   await new Promise<void>(resolve => { if (pb.child.stdout === null || pb.child.stdout.closed) resolve(); else pb.child.stdout.once('close', () => resolve()) })
   return { code: rb.code, signal: rb.signal, codeA: ra.code, stdout, stderr: pb.stderr(), stderrA: pa.stderr(), ms, timedOut }
-}
-
-function startWithStdout (cmd: string, args: readonly string[], stdout: Writable, cwd?: string): Started {
-  const child = spawn(cmd, args, { cwd, stdio: ['ignore', stdout, 'pipe'], detached: true })
-  live.add(child)
-  let err = ''
-  child.stderr?.setEncoding('utf8')
-  child.stderr?.on('data', (d: string) => { err = tail(err, d) })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('error', (e) => { err = tail(err, `spawn error: ${e.message}\n`); live.delete(child); resolve({ code: -1, signal: null }) })
-    child.once('exit', (code, signal) => { live.delete(child); resolve({ code, signal }) })
-  })
-  return { child, stderr: () => err, exited }
 }
 
 /** An fd on /dev/null for stdout; closed by the caller. */

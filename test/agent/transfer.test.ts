@@ -33,6 +33,13 @@ describe('agent to agent transfer', () => {
     assert.deepEqual(put.hints, [a.selfHint])
   })
 
+  it('putting the same bytes again stores no new chunk', async () => {
+    const before = await a.store.usage()
+    const again = await ca.put({ bytes: data })
+    assert.equal(again.oid, oidOf(data))
+    assert.deepEqual(await a.store.usage(), before)
+  })
+
   it('gets the object from another agent by its hint, byte for byte', async () => {
     const oid = oidOf(data)
     const { stream, size } = await cb.get(oid, { hints: [a.selfHint] })
