@@ -67,8 +67,8 @@ interface Entry {
   bytes?: Uint8Array
   /** descriptor positions not yet passed by the cursor: the bytes are kept until zero */
   uses: number
-  /** sources that said they lack it or failed on it */
-  tried: Set<Source>
+  /** sources that said they lack it or failed on it (made when first needed) */
+  tried?: Set<Source>
   /** first descriptor that needs it: scheduling follows object order */
   firstOffset: number
   /** manifest positions where it occurs (a chunk may repeat, e.g. runs of zeros) */
@@ -190,7 +190,7 @@ export class Transfer {
         this.descriptors.push(d)
         let e = this.entries.get(d.cid)
         if (e === undefined) {
-          e = { cid: d.cid, length: d.length, status: 'wanted', uses: 0, tried: new Set(), firstOffset: d.offset, positions: [] }
+          e = { cid: d.cid, length: d.length, status: 'wanted', uses: 0, firstOffset: d.offset, positions: [] }
           this.entries.set(d.cid, e)
           if (await this.deps.store.has(d.cid)) e.status = 'local'
           else this.queue.push(e)
@@ -213,7 +213,7 @@ export class Transfer {
 
   /** The first source, in hint order, not known to lack this chunk. */
   private sourceFor (e: Entry): Source | undefined {
-    for (const s of this.sources) if (!s.failed && !e.tried.has(s)) return s
+    for (const s of this.sources) if (!s.failed && e.tried?.has(s) !== true) return s
     return undefined
   }
 
@@ -275,7 +275,7 @@ export class Transfer {
         const entry = this.entries.get(r.descriptor.cid)
         if (entry === undefined || !pending.has(entry)) continue
         pending.delete(entry)
-        if (r.bytes === undefined) { entry.tried.add(source); this.requeue([entry]); continue }
+        if (r.bytes === undefined) { (entry.tried ??= new Set()).add(source); this.requeue([entry]); continue }
         if (r.bytes.byteLength !== entry.length) {
           metrics.chunksRejected.inc({ plugin: source.plugin.name })
           throw new HashMismatchError(`${source.hint.uri} sent ${r.bytes.byteLength} bytes for a ${entry.length}-byte chunk`)
@@ -283,7 +283,7 @@ export class Transfer {
         received.push({ entry, bytes: r.bytes })
       }
       if (pending.size > 0) {
-        for (const e of pending) e.tried.add(source)
+        for (const e of pending) (e.tried ??= new Set()).add(source)
         this.requeue([...pending])
         pending.clear()
       }
@@ -386,6 +386,9 @@ export class Transfer {
     if (--e.uses === 0) {
       e.bytes = undefined
       if (e.block !== undefined) { run?.release.push(e.block); e.block = undefined }
+      // State behind the cursor is dropped, so memory follows the window, not the object size.
+      // (Should the manifest name this chunk again later, it is simply fetched again.)
+      if (e.status === 'ready' || e.status === 'local') this.entries.delete(d.cid)
     }
     this.cursor++
     this.cursorOffset = d.offset + d.length
