@@ -6,11 +6,11 @@
  * already here is never fetched again.
  */
 import { realpath } from 'node:fs/promises'
-import { homedir, hostname, networkInterfaces, tmpdir } from 'node:os'
+import { hostname, networkInterfaces } from 'node:os'
 import { isAbsolute, resolve, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { AbortedError, BadRequestError, NotFoundError, PathNotAllowedError, toBerthError } from '../core/errors.ts'
+import { AbortedError, BadRequestError, HashMismatchError, NotFoundError, PathNotAllowedError, UnsupportedSchemeError, toBerthError } from '../core/errors.ts'
 import { type Hint, formatHint, parseHint, uniqueHints } from '../core/hints.ts'
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { parseOid } from '../core/naming.ts'
@@ -41,7 +41,11 @@ export interface AgentOptions {
   storeDir?: string
   /** an already open store (tests, `berth start` sharing one store) */
   store?: ChunkStore
-  /** directories `POST /v1/objects?path=` may read from; default: cwd, home, tmp */
+  /**
+   * directories `POST /v1/objects?path=` may read from; default: the agent's working directory
+   * only — the local API has no authentication, so anyone who can reach it may ask for any file
+   * under these roots with the agent's permissions. Clients fall back to sending the bytes.
+   */
   allowedRoots?: string[]
   /** default chunker for puts; default cdc */
   chunker?: ChunkerSpec
@@ -103,16 +107,27 @@ async function sendPieces (reply: FastifyReply, status: number, headers: Record<
   reply.hijack()
   const res = reply.raw
   res.writeHead(status, headers)
+  const limit = headers['content-length'] !== undefined ? Number(headers['content-length']) : Infinity
+  let sent = 0
+  // Pieces the socket has not confirmed: a destroyed socket may never call a write callback, so
+  // whatever is left is released when the response closes (release is idempotent).
+  const unconfirmed = new Set<() => void>()
+  res.once('close', () => { for (const r of unconfirmed) r(); unconfirmed.clear() })
   try {
     for (; next.done !== true; next = await it.next()) {
       const p = next.value
       if (res.destroyed) { p.release?.(); throw new AbortedError('client went away') }
+      sent += p.bytes.byteLength
+      // Never more than announced: a client would take the first Content-Length bytes as whole.
+      if (sent > limit) { p.release?.(); throw new HashMismatchError('the object produced more bytes than its manifest announced') }
       if (framed) res.write(encodeOffsetHeader(p.offset, p.bytes.byteLength))
       const release = p.release
-      const flushed = res.write(p.bytes, release !== undefined ? () => release() : undefined)
+      if (release !== undefined) unconfirmed.add(release)
+      const flushed = res.write(p.bytes, release !== undefined ? () => { unconfirmed.delete(release); release() } : undefined)
       metrics.bytesServed.inc({ api: 'local' }, p.bytes.byteLength)
       if (!flushed) await drained(res)
     }
+    if (sent < limit && limit !== Infinity) throw new HashMismatchError('the object produced fewer bytes than its manifest announced')
     res.end()
   } catch (err) {
     await it.return?.()
@@ -135,7 +150,7 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
   const metrics = createAgentMetrics({ processMetrics: options.processMetrics })
   const plugins = new PluginRegistry([new PeerPlugin({ localAddress: options.localAddress }), ...(options.plugins ?? [])])
   const defaultChunker = options.chunker ?? { kind: 'cdc' }
-  const roots = await Promise.all((options.allowedRoots ?? [process.cwd(), homedir(), tmpdir()]).map(async r => await realpath(resolve(r)).catch(() => resolve(r))))
+  const roots = await Promise.all((options.allowedRoots ?? [process.cwd()]).map(async r => await realpath(resolve(r)).catch(() => resolve(r))))
   const transfers = new Set<Transfer>()
   const closing = new AbortController()
 
@@ -195,14 +210,22 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
       const stored = await store.stat(oid)
       if (stored !== undefined) {
         size = stored.size
-        range = parseRange(rangeHeader, size)
+        range = rangeOf(rangeHeader, size, reply)
         pieces = readStoredObject(store, oid, { range, signal })
       } else {
         if (hints.length === 0) throw new NotFoundError(`${oid} is not stored here and no hint says where it is`)
+        const usable = hints.filter(h => plugins.has(h))
+        if (usable.length === 0) throw new UnsupportedSchemeError(`no transfer plugin here serves ${[...new Set(hints.map(h => new URL(h.uri).protocol))].join(' ')} hints`)
         // The size is needed to check the Range, so the manifest head is fetched first.
-        const transfer = new Transfer(oid, hints, { store, pool, plugins, metrics }, { signal, order })
-        ;({ size } = await transfer.start())
-        range = parseRange(rangeHeader, size)
+        const transfer = new Transfer(oid, usable, { store, pool, plugins, metrics }, { signal, order })
+        try {
+          ;({ size } = await transfer.start())
+          range = rangeOf(rangeHeader, size, reply)
+        } catch (err) {
+          // Nobody will read this transfer's output: stop it, or it fetches a window for nothing.
+          await transfer.cancel(err)
+          throw err
+        }
         // The whole object is still fetched for a range: only the whole verifies against the OID.
         if (range !== undefined) transfer.clipTo(range)
         transfers.add(transfer)
@@ -318,6 +341,16 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
     }
   }
   return agent
+}
+
+// parseRange, plus the "Content-Range: bytes */SIZE" that RFC 9110 asks of a 416.
+function rangeOf (header: string | undefined, size: number, reply: FastifyReply): ByteRange | undefined {
+  try {
+    return parseRange(header, size)
+  } catch (err) {
+    reply.header('content-range', `bytes */${size}`)
+    throw err
+  }
 }
 
 /** A signal that fires when the client goes away before the answer is complete. */

@@ -86,6 +86,8 @@ const DEFAULT_WINDOW = 32 * 1024 * 1024
 const DEFAULT_BATCH = 4 * 1024 * 1024
 const DEFAULT_PARALLEL = 4
 const MAX_BATCH_CHUNKS = 1024
+/** manifest descriptors read ahead of the cursor at most */
+const MAX_AHEAD = 16384
 /** One arena per batch, reused across transfers: shared memory must not be dropped (see SharedBlockPool). */
 const arenas = new SharedBlockPool(DEFAULT_BATCH, 64)
 
@@ -155,6 +157,18 @@ export class Transfer {
     if (this.failure !== undefined) throw this.failure
   }
 
+  /**
+   * Stops a transfer whose output will never be read (e.g. the request failed after start):
+   * aborts its fetches, forgets its chunks, gives its arenas back.
+   */
+  async cancel (reason: unknown = new AbortedError('transfer cancelled')): Promise<void> {
+    this.fail(reason)
+    for (const p of this.anyQueue.splice(0)) p.release?.()
+    for (const e of this.entries.values()) { e.block?.release(); e.block = undefined; e.bytes = undefined }
+    this.cleanup?.()
+    await this.writer.abort().catch(() => {})
+  }
+
   /** Limits the output to a byte range (before output starts). */
   clipTo (range: ByteRange): void {
     this.options.range = range
@@ -187,6 +201,8 @@ export class Transfer {
   private async readManifest (descriptors: AsyncIterable<Descriptor>, source: Source): Promise<void> {
     try {
       for await (const d of descriptors) {
+        // Bounded read-ahead: per-chunk state is made only this far beyond the cursor.
+        while (this.descriptors.length - this.cursor >= MAX_AHEAD) { this.check(); await this.changed.wait() }
         this.descriptors.push(d)
         let e = this.entries.get(d.cid)
         if (e === undefined) {
@@ -195,6 +211,8 @@ export class Transfer {
           if (await this.deps.store.has(d.cid)) e.status = 'local'
           else this.queue.push(e)
         }
+        // One cid, one length: a manifest that says otherwise is lying about its bytes.
+        if (e.length !== d.length) throw new SourceError(`manifest gives chunk ${d.cid} two lengths (${e.length} and ${d.length})`)
         e.uses++
         e.positions.push(this.descriptors.length - 1)
         this.schedule()
@@ -323,12 +341,21 @@ export class Transfer {
       else bad.push(received[i].entry)
     }
     metrics.chunksVerified.inc({ plugin: source.plugin.name }, good.length)
-    if (block !== undefined && bad.length === 0) {
-      const slices: BlockSlice[] = received.map(r => ({ cid: r.entry.cid, start: r.bytes.byteOffset - first.byteOffset, length: r.bytes.byteLength }))
-      await this.writer.putBlock(block, slices, { signal: this.controller.signal })
-    } else {
-      for (const r of good) await this.writer.putChunk(r.entry.cid, r.bytes, { signal: this.controller.signal })
+    try {
+      if (block !== undefined && bad.length === 0) {
+        const slices: BlockSlice[] = received.map(r => ({ cid: r.entry.cid, start: r.bytes.byteOffset - first.byteOffset, length: r.bytes.byteLength }))
+        await this.writer.putBlock(block, slices, { signal: this.controller.signal })
+      } else {
+        for (const r of good) await this.writer.putChunk(r.entry.cid, r.bytes, { signal: this.controller.signal })
+      }
+    } catch (err) {
+      // The store failed (disk full, closed): no other source would do better.
+      this.fail(err)
+      return
     }
+    // A transfer that failed while this batch was hashed or written has already given back
+    // every arena its entries held: taking new holds now would leak them.
+    if (this.failure !== undefined) return
     let n = 0
     for (const r of good) {
       r.entry.status = 'ready'
@@ -357,6 +384,7 @@ export class Transfer {
   }
 
   private pushAny (offset: number, bytes: Uint8Array, block: SharedBlock | undefined): void {
+    if (this.failure !== undefined) return
     const piece = clip({ offset, bytes }, this.options.range)
     if (piece === undefined) return
     holdFor(piece, block)
@@ -372,8 +400,14 @@ export class Transfer {
       if (this.cursor < this.descriptors.length) {
         const d = this.descriptors[this.cursor]
         const e = this.entries.get(d.cid)!
-        if (e.status === 'local') return { d, bytes: await this.deps.store.get(d.cid, { signal: this.controller.signal }) }
-        if (e.status === 'ready') return { d, bytes: e.bytes! }
+        let bytes: Uint8Array | undefined
+        if (e.status === 'local') bytes = await this.deps.store.get(d.cid, { signal: this.controller.signal })
+        else if (e.status === 'ready') bytes = e.bytes!
+        if (bytes !== undefined) {
+          // The output's length must be what the head promised, whatever the manifest claims.
+          if (bytes.byteLength !== d.length) throw new HashMismatchError(`chunk ${d.cid} is ${bytes.byteLength} bytes where the manifest says ${d.length}`)
+          return { d, bytes }
+        }
       } else if (this.manifestDone) {
         return undefined
       }
@@ -393,6 +427,7 @@ export class Transfer {
     this.cursor++
     this.cursorOffset = d.offset + d.length
     this.schedule()
+    if (this.descriptors.length - this.cursor === MAX_AHEAD - 1) this.changed.wake()
   }
 
   /** Walks the object in order: hashes it, and yields bytes for ordered output. */
@@ -416,14 +451,19 @@ export class Transfer {
           run = { buffer: bytes.buffer, start: bytes.byteOffset, end: bytes.byteOffset + bytes.byteLength, release: [] }
         }
         if (this.options.order === 'any') {
+          // Chunks already stored come from here, not the scheduler: hold back while the reader lags.
+          while (this.anyQueued > this.window) { this.check(); await this.changed.wait() }
           if (!this.emitted.has(this.cursor)) { this.emitted.add(this.cursor); this.pushAny(next.d.offset, bytes, this.entries.get(next.d.cid)!.block) }
           this.emitted.delete(this.cursor)
         } else {
           const piece = clip({ offset: next.d.offset, bytes }, this.options.range)
           if (piece !== undefined) {
             holdFor(piece, this.entries.get(next.d.cid)!.block)
-            if (held !== undefined) yield held
+            // Once yielded, a piece is the reader's to release: forget it before yielding, so an
+            // early exit while suspended releases only what was never handed out.
+            const out = held
             held = piece
+            if (out !== undefined) yield out
           }
         }
         this.advance(next.d, run)
@@ -438,7 +478,7 @@ export class Transfer {
       this.deps.metrics.objectsCompleted.inc()
       // The last piece goes out only now: a reader that has every byte may take the object as
       // verified (a Content-Length response is complete), so it must not see them earlier.
-      if (held !== undefined) yield held
+      if (held !== undefined) { const out = held; held = undefined; yield out }
     } finally {
       if (!done) { flush(); hasher.drop() }
       held?.release?.()
@@ -467,6 +507,7 @@ export class Transfer {
           if (piece !== undefined) {
             this.anyQueued -= piece.bytes.byteLength
             this.schedule()
+            this.changed.wake()
             this.bytesOut += piece.bytes.byteLength
             yield piece
             continue
@@ -501,7 +542,8 @@ export class Transfer {
 function holdFor (piece: OutputPiece, block: SharedBlock | undefined): void {
   if (block === undefined) return
   block.retain()
-  piece.release = () => block.release()
+  let released = false
+  piece.release = () => { if (!released) { released = true; block.release() } }
 }
 
 function hashRun (hasher: StreamHasher, run: HashRun): void {

@@ -103,14 +103,32 @@ export class HashPool {
   constructor (options: HashPoolOptions = {}) {
     const n = options.threads ?? Math.max(1, Math.min(4, availableParallelism()))
     for (let i = 0; i < n; i++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true })
-      const slot: WorkerSlot = { worker, load: 0 }
-      worker.on('message', (m: { id: number, digests?: Buffer, digest?: Buffer, error?: string }) => this.onMessage(m))
-      worker.on('error', (err) => this.failAll(err))
-      // Idle workers must not keep a CLI process alive.
-      worker.unref()
+      const slot: WorkerSlot = { worker: this.spawn(), load: 0 }
+      this.watch(slot)
       this.slots.push(slot)
     }
+  }
+
+  private spawn (): Worker {
+    const worker = new Worker(WORKER_SOURCE, { eval: true })
+    worker.on('message', (m: { id: number, digests?: Buffer, digest?: Buffer, error?: string }) => this.onMessage(m))
+    // Idle workers must not keep a CLI process alive.
+    worker.unref()
+    return worker
+  }
+
+  /** A worker that dies fails what it had and is replaced, so later calls do not wait forever. */
+  private watch (slot: WorkerSlot): void {
+    const worker = slot.worker
+    const died = (err: unknown): void => {
+      if (slot.worker !== worker || this.closed) return
+      for (const [id, p] of this.pending) if (p.worker === slot) { this.pending.delete(id); p.reject(err instanceof Error ? err : new Error(String(err))) }
+      slot.load = 0
+      slot.worker = this.spawn()
+      this.watch(slot)
+    }
+    worker.once('error', died)
+    worker.once('exit', (code) => died(new Error(`hash worker exited with code ${code}`)))
   }
 
   private onMessage (m: { id: number, digests?: Buffer, digest?: Buffer, error?: string, done?: boolean }): void {
@@ -253,6 +271,8 @@ export class SharedBlockPool {
       bytes: new Uint8Array(buffer),
       retain: () => { refs++ },
       release: () => {
+        // A release too many would hand memory still in use to the next taker: fail loudly.
+        if (refs <= 0) throw new Error('SharedBlock released more often than retained')
         if (--refs === 0 && this.free.length < this.maxFree) this.free.push(buffer)
       }
     }

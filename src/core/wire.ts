@@ -18,6 +18,12 @@ export const CHUNK_HEADER = 36
 export const OFFSET_HEADER = 12
 /** Largest object a manifest may describe (2^50 bytes: far beyond any disk, well inside 2^53). */
 export const MAX_OBJECT_SIZE = 2 ** 50
+/**
+ * Most descriptors one manifest may list: a receiver keeps the manifest to commit it (~100 bytes
+ * a descriptor), so this bounds what a hostile head can make it hold — 4 Mi chunks, 256 GiB at
+ * the default 64 KiB.
+ */
+export const MAX_CHUNKS = 4 * 1024 * 1024
 
 export interface ManifestHead { oid: string, size: number, chunks: number }
 
@@ -63,7 +69,7 @@ export async function readManifest (src: AsyncIterable<Uint8Array | string>, exp
   const v = json(first.value)
   if (v.oid !== expectedOid) throw new SourceError(`manifest is for ${String(v.oid).slice(0, 80)}, not ${expectedOid}`)
   if (!Number.isSafeInteger(v.size) || (v.size as number) < 0 || (v.size as number) > MAX_OBJECT_SIZE) throw new SourceError('manifest head has a bad size')
-  if (!Number.isSafeInteger(v.chunks) || (v.chunks as number) < 0) throw new SourceError('manifest head has a bad chunk count')
+  if (!Number.isSafeInteger(v.chunks) || (v.chunks as number) < 0 || (v.chunks as number) > MAX_CHUNKS) throw new SourceError(`manifest head has a bad chunk count (at most ${MAX_CHUNKS})`)
   const head: ManifestHead = { oid: expectedOid, size: v.size as number, chunks: v.chunks as number }
   async function * descriptors (): AsyncGenerator<Descriptor> {
     let next = 0

@@ -63,8 +63,14 @@ export class PeerPlugin implements TransferPlugin {
     const res = await this.pool(hint).request({ path: `/v1/objects/${oid}/manifest`, method: 'GET', signal: o.signal })
       .catch(err => { throw new SourceError(`peer ${hint.uri} unreachable: ${toBerthError(err).message}`, { cause: err }) })
     if (res.statusCode !== 200) throw await failureOf(res)
-    const { head, descriptors } = await readManifest(res.body, oid)
-    return { size: head.size, chunks: head.chunks, descriptors }
+    try {
+      const { head, descriptors } = await readManifest(res.body, oid)
+      return { size: head.size, chunks: head.chunks, descriptors }
+    } catch (err) {
+      // Free the connection now rather than at the body timeout.
+      res.body.destroy()
+      throw err
+    }
   }
 
   async * chunks (wanted: readonly Descriptor[], hint: Hint, o: PluginCallOptions): AsyncIterable<ChunkResult> {
