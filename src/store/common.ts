@@ -2,72 +2,12 @@
  * What the stores share: chunk names as map keys and digests, the manifest checks a commit
  * makes, and the pin counts that keep an open writer's chunks from being collected.
  */
-import { digestFromName, DIGEST_LENGTH } from '../core/naming.ts'
+import { canonicalDigest, cidFromDigest, digestFromName } from '../core/naming.ts'
 import { BadRequestError, InvalidCidError, type InvalidOidError } from '../core/errors.ts'
 import type { BlockSlice, Descriptor } from './types.ts'
 
 /** Chunk lengths are kept as uint32 in manifests; no chunker may cut larger. */
 const MAX_CHUNK_LENGTH = 0xffffffff
-
-// A CIDv1 raw sha2-256 name in base32 is 'b' + base32(0x01 0x55 0x12 0x20 ‖ digest): 59 characters.
-// Parsing it through multiformats costs ~6 µs and printing ~4 µs; a 4 GiB object of 64 KiB chunks
-// has 65k of them per commit and per manifest read, so the canonical spelling gets a direct codec
-// (anything else still goes through naming.ts).
-const ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567'
-const CID_PREFIX = [0x01, 0x55, 0x12, 0x20]
-const CID_BYTES = CID_PREFIX.length + DIGEST_LENGTH
-const CANONICAL_LENGTH = 1 + Math.ceil(CID_BYTES * 8 / 5)
-const ALPHABET_CODES = Buffer.from(ALPHABET, 'latin1')
-const SYMBOL_VALUES = new Int8Array(128).fill(-1)
-for (let i = 0; i < ALPHABET.length; i++) SYMBOL_VALUES[ALPHABET.charCodeAt(i)] = i
-
-/** The digest of a canonical base32 name, or undefined when `name` is spelled any other way. */
-function decodeCanonical (name: string): Buffer | undefined {
-  if (name.length !== CANONICAL_LENGTH || name.charCodeAt(0) !== 0x62 /* b */) return undefined
-  const bytes = Buffer.allocUnsafe(CID_BYTES)
-  let buffer = 0
-  let bits = 0
-  let at = 0
-  for (let i = 1; i < CANONICAL_LENGTH; i++) {
-    const code = name.charCodeAt(i)
-    const value = code < 128 ? SYMBOL_VALUES[code] : -1
-    if (value < 0) return undefined
-    buffer = ((buffer << 5) | value) & 0xfff
-    bits += 5
-    if (bits >= 8) {
-      bits -= 8
-      bytes[at++] = buffer >>> bits
-    }
-  }
-  // Non-zero padding bits would make a second spelling of the same digest.
-  if ((buffer & ((1 << bits) - 1)) !== 0) return undefined
-  for (let i = 0; i < CID_PREFIX.length; i++) if (bytes[i] !== CID_PREFIX[i]) return undefined
-  return bytes.subarray(CID_PREFIX.length)
-}
-
-// Scratch space for nameOfDigest: encoding is synchronous, so one buffer serves every call.
-const encodeInput = Buffer.alloc(CID_BYTES)
-encodeInput.set(CID_PREFIX, 0)
-const encodeOutput = Buffer.alloc(CANONICAL_LENGTH)
-encodeOutput[0] = 0x62
-
-/** The canonical name (`bafkrei…`) of a sha2-256 digest; the same string naming.ts prints. */
-export function nameOfDigest (digest: Uint8Array): string {
-  encodeInput.set(digest, CID_PREFIX.length)
-  let buffer = 0
-  let bits = 0
-  let at = 1
-  for (let i = 0; i < CID_BYTES; i++) {
-    buffer = ((buffer << 8) | encodeInput[i]) & 0xfff
-    bits += 8
-    while (bits >= 5) {
-      bits -= 5
-      encodeOutput[at++] = ALPHABET_CODES[(buffer >>> bits) & 31]
-    }
-  }
-  if (bits > 0) encodeOutput[at] = ALPHABET_CODES[(buffer << (5 - bits)) & 31]
-  return encodeOutput.toString('latin1', 0, CANONICAL_LENGTH)
-}
 
 export interface ParsedName {
   /** the canonical spelling: the key of every map in the stores */
@@ -77,10 +17,10 @@ export interface ParsedName {
 
 /** Parses a chunk cid (or, with InvalidOidError, an OID) in any accepted spelling. */
 export function parseName (name: string, ErrorClass: typeof InvalidCidError | typeof InvalidOidError = InvalidCidError): ParsedName {
-  const fast = typeof name === 'string' ? decodeCanonical(name) : undefined
+  const fast = typeof name === 'string' ? canonicalDigest(name) : undefined
   if (fast !== undefined) return { key: name, digest: fast }
   const digest = Buffer.from(digestFromName(name, ErrorClass))
-  return { key: nameOfDigest(digest), digest }
+  return { key: cidFromDigest(digest), digest }
 }
 
 export function sameDigest (a: Uint8Array, b: Uint8Array): boolean {

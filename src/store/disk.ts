@@ -32,8 +32,8 @@ import {
   NotFoundError, StoreError, throwIfAborted
 } from '../core/errors.ts'
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
-import { DIGEST_LENGTH } from '../core/naming.ts'
-import { type CheckedManifest, checkManifest, checkSlice, nameOfDigest, parseName, Pins, sameDigest } from './common.ts'
+import { DIGEST_LENGTH, cidFromDigest } from '../core/naming.ts'
+import { type CheckedManifest, checkManifest, checkSlice, parseName, Pins, sameDigest } from './common.ts'
 import type { BlockSlice, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions } from './types.ts'
 
 export const DEFAULT_PACK_SIZE = 1024 * 1024 * 1024
@@ -278,7 +278,7 @@ function prepare (db: Database.Database) {
 type Statements = ReturnType<typeof prepare>
 
 function objectInfo (row: ObjectRow): ObjectInfo {
-  return { oid: nameOfDigest(row.oid), size: row.size, chunks: row.chunks, createdAt: row.created }
+  return { oid: cidFromDigest(row.oid), size: row.size, chunks: row.chunks, createdAt: row.created }
 }
 
 function encodeManifest ({ distinct, order }: CheckedManifest): Buffer {
@@ -369,7 +369,7 @@ export class DiskStore implements ChunkStore {
     this.collectTransaction = db.transaction(() => {
       const result: GcResult = { chunks: 0, bytes: 0 }
       for (const row of sql.unreferenced.all()) {
-        if (this.pins.has(nameOfDigest(row.digest))) continue
+        if (this.pins.has(cidFromDigest(row.digest))) continue
         sql.deleteUnreferenced.run(row.digest)
         result.chunks++
         if (row.pack !== null) result.bytes += row.length
@@ -505,7 +505,7 @@ export class DiskStore implements ChunkStore {
     for (let at = 0; at < entries.byteLength; at += MANIFEST_ENTRY) {
       if ((at & 0xffff) === 0) throwIfAborted(o.signal)
       const length = entries.readUInt32BE(at + DIGEST_LENGTH)
-      yield { cid: nameOfDigest(entries.subarray(at, at + DIGEST_LENGTH)), offset, length }
+      yield { cid: cidFromDigest(entries.subarray(at, at + DIGEST_LENGTH)), offset, length }
       offset += length
     }
   }
@@ -585,7 +585,7 @@ export class DiskStore implements ChunkStore {
     try {
       return this.recordTransaction(oid, manifest, held)
     } catch (err) {
-      throw storeFailure(err, `recording object ${nameOfDigest(oid)}`)
+      throw storeFailure(err, `recording object ${cidFromDigest(oid)}`)
     }
   }
 
