@@ -11,7 +11,7 @@ import { isAbsolute, resolve, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { AbortedError, BadRequestError, HashMismatchError, NotFoundError, PathNotAllowedError, UnsupportedSchemeError, toBerthError } from '../core/errors.ts'
-import { type Hint, formatHint, parseHint, uniqueHints } from '../core/hints.ts'
+import { type Hint, parseHint, uniqueHints } from '../core/hints.ts'
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { parseOid } from '../core/naming.ts'
 import { parseRange, type ByteRange } from '../core/range.ts'
@@ -360,4 +360,3 @@ function abortOnClose (reply: FastifyReply): AbortSignal {
   return controller.signal
 }
 
-export { formatHint }

@@ -49,7 +49,6 @@ export class NoSourceError extends BerthError {
 }
 export class SourceError extends define('ERR_SOURCE', 502) {}
 export class AbortedError extends define('ERR_ABORTED', 499) {}
-export class TimeoutError extends define('ERR_TIMEOUT', 504) {}
 export class StoreError extends define('ERR_STORE', 500) {}
 export class ClosedError extends define('ERR_CLOSED', 503) {}
 

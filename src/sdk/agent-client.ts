@@ -13,7 +13,7 @@
 import { createReadStream } from 'node:fs'
 import { rename, rm, open } from 'node:fs/promises'
 import { isAbsolute, resolve, dirname, basename, join } from 'node:path'
-import { Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { request, Agent as Dispatcher } from 'undici'
 import { BerthError, TruncatedError } from '../core/errors.ts'
@@ -205,8 +205,4 @@ export class AgentClient {
   async close (): Promise<void> {
     await this.dispatcher.close()
   }
-}
-
-export function toReadable (input: AsyncIterable<Uint8Array>): Readable {
-  return Readable.from(input, { objectMode: false })
 }
