@@ -93,13 +93,23 @@ function parseOrder (query: unknown): 'ordered' | 'any' {
   throw new BadRequestError('order must be "ordered" or "any"')
 }
 
+/** Bytes to send, and what to call once the socket has taken them (pooled memory goes back). */
+interface SendPiece { bytes: Uint8Array, release?: () => void }
+
+interface SendOptions<T extends SendPiece> {
+  /** bytes written before each piece (a frame header); pieces are then counted as framed, not capped */
+  header?: (piece: T) => Uint8Array
+  api: 'local' | 'peer'
+  metrics: AgentMetrics
+}
+
 /**
  * Writes pieces to the response with backpressure, without copying: each piece's bytes go to the
- * socket as they are, and its `release` runs once the socket has taken them (arena bytes are
- * reused after that). Framed (order=any) pieces carry their offset. A failure mid-way destroys
- * the response, so the client sees an error, never a short object taken for whole.
+ * socket as they are, and its `release` runs once the socket has taken them (arena and store
+ * buffers are reused after that). A failure mid-way destroys the response, so the client sees an
+ * error, never a short object taken for whole.
  */
-async function sendPieces (reply: FastifyReply, status: number, headers: Record<string, string>, pieces: AsyncIterable<OutputPiece>, framed: boolean, metrics: AgentMetrics): Promise<void> {
+async function sendPieces<T extends SendPiece> (reply: FastifyReply, status: number, headers: Record<string, string>, pieces: AsyncIterable<T>, o: SendOptions<T>): Promise<void> {
   // The status is committed only once the first piece is ready: a get that fails before any
   // byte (no source, wrong manifest) still answers with its error code.
   const it = pieces[Symbol.asyncIterator]()
@@ -120,11 +130,16 @@ async function sendPieces (reply: FastifyReply, status: number, headers: Record<
       sent += p.bytes.byteLength
       // Never more than announced: a client would take the first Content-Length bytes as whole.
       if (sent > limit) { p.release?.(); throw new HashMismatchError('the object produced more bytes than its manifest announced') }
-      if (framed) res.write(encodeOffsetHeader(p.offset, p.bytes.byteLength))
+      if (o.header !== undefined) res.write(o.header(p))
       const release = p.release
-      if (release !== undefined) unconfirmed.add(release)
-      const flushed = res.write(p.bytes, release !== undefined ? () => { unconfirmed.delete(release); release() } : undefined)
-      metrics.bytesServed.inc({ api: 'local' }, p.bytes.byteLength)
+      let flushed = true
+      if (p.bytes.byteLength > 0) {
+        if (release !== undefined) unconfirmed.add(release)
+        flushed = res.write(p.bytes, release !== undefined ? () => { unconfirmed.delete(release); release() } : undefined)
+      } else {
+        release?.()
+      }
+      o.metrics.bytesServed.inc({ api: o.api }, p.bytes.byteLength)
       if (!flushed) await drained(res)
     }
     if (sent < limit && limit !== Infinity) throw new HashMismatchError('the object produced fewer bytes than its manifest announced')
@@ -134,6 +149,9 @@ async function sendPieces (reply: FastifyReply, status: number, headers: Record<
     res.destroy(toBerthError(err))
   }
 }
+
+interface ChunkFrame extends SendPiece { cid: string, missing?: boolean }
+const NOTHING = new Uint8Array(0)
 
 function drained (res: NodeJS.WritableStream & { destroyed: boolean, once: Function, off: Function }): Promise<void> {
   return new Promise(resolve => {
@@ -240,7 +258,8 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
         headers['content-length'] = String(range === undefined ? size : range.end - range.start + 1)
       }
       if (range !== undefined) headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`
-      await sendPieces(reply, range !== undefined ? 206 : 200, headers, pieces, order === 'any', metrics)
+      const header = order === 'any' ? (p: OutputPiece) => encodeOffsetHeader(p.offset, p.bytes.byteLength) : undefined
+      await sendPieces(reply, range !== undefined ? 206 : 200, headers, pieces, { header, api: 'local', metrics })
     })
 
     app.delete('/v1/objects/:oid', async (request, reply) => {
@@ -290,25 +309,28 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
     app.post('/v1/chunks', async (request, reply) => {
       const cids = parseChunkRequest(request.body)
       const signal = abortOnClose(reply)
-      async function * frames (): AsyncGenerator<Uint8Array> {
+      // Chunks are lent by the store and go to the socket without a copy.
+      async function * frames (): AsyncGenerator<ChunkFrame> {
         let i = 0
         while (i < cids.length) {
           try {
-            for await (const { cid, bytes } of store.getMany(cids.slice(i), { signal })) {
-              yield encodeChunkHeader(cid, bytes.byteLength)
-              yield bytes
-              metrics.bytesServed.inc({ api: 'peer' }, bytes.byteLength)
+            for await (const chunk of store.borrowMany(cids.slice(i), { signal })) {
               i++
+              yield chunk
             }
           } catch (err) {
             if (signal.aborted) throw err
             // Missing here, or failed verification (and dropped): say so, go on with the rest.
-            yield encodeChunkHeader(cids[i], MISSING)
+            yield { cid: cids[i], bytes: NOTHING, missing: true }
             i++
           }
         }
       }
-      return await reply.type(CHUNK_FRAMES_TYPE).send(Readable.from(frames(), { objectMode: false, highWaterMark: 8 }))
+      await sendPieces(reply, 200, { 'content-type': CHUNK_FRAMES_TYPE }, frames(), {
+        header: f => encodeChunkHeader(f.cid, f.missing === true ? MISSING : f.bytes.byteLength),
+        api: 'peer',
+        metrics
+      })
     })
 
     app.get('/v1/info', async () => ({ service: 'berth-agent', hint: selfHint }))

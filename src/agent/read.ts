@@ -11,13 +11,14 @@ export async function * readStoredObject (store: ChunkStore, oid: string, o: { r
   let run: Descriptor[] = []
   async function * flush (): AsyncGenerator<OutputPiece> {
     let i = 0
-    for await (const { bytes } of store.getMany(run.map(d => d.cid), { signal })) {
+    // Lent by the store: the consumer releases each piece once its bytes are sent.
+    for await (const { bytes, release } of store.borrowMany(run.map(d => d.cid), { signal })) {
       const d = run[i++]
-      let piece: OutputPiece = { offset: d.offset, bytes }
+      let piece: OutputPiece = { offset: d.offset, bytes, release }
       if (range !== undefined) {
         const start = Math.max(d.offset, range.start)
         const end = Math.min(d.offset + d.length, range.end + 1)
-        piece = { offset: start, bytes: bytes.subarray(start - d.offset, end - d.offset) }
+        piece = { offset: start, bytes: bytes.subarray(start - d.offset, end - d.offset), release }
       }
       yield piece
     }

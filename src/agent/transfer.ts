@@ -248,16 +248,19 @@ export class Transfer {
         return
       }
       const batch: Entry[] = []
+      const skipped: Entry[] = []
       let bytes = 0
-      for (let i = 0; i < this.queue.length && batch.length < MAX_BATCH_CHUNKS;) {
-        const e = this.queue[i]
+      let scanned = 0
+      for (; scanned < this.queue.length && batch.length < MAX_BATCH_CHUNKS; scanned++) {
+        const e = this.queue[scanned]
         if (e.firstOffset >= limit || (batch.length > 0 && bytes + e.length > this.batchBytes)) break
-        if (this.sourceFor(e) !== source) { i++; continue }
-        this.queue.splice(i, 1)
+        if (this.sourceFor(e) !== source) { skipped.push(e); continue }
         e.status = 'fetching'
         batch.push(e)
         bytes += e.length
       }
+      // One splice per batch: removing entries one by one from the front of a long queue is quadratic.
+      this.queue.splice(0, scanned, ...skipped)
       this.inFlight++
       void this.fetch(source, batch, bytes).finally(() => {
         this.inFlight--

@@ -261,19 +261,28 @@ export interface SharedBlock {
 }
 
 export class SharedBlockPool {
-  private readonly free: SharedArrayBuffer[] = []
-  constructor (readonly blockSize: number, private readonly maxFree = 32) {}
+  private readonly free: Uint8Array[] = []
+  /**
+   * `shape` turns a fresh buffer into the view handed out (e.g. an aligned window of a larger
+   * buffer); it runs once per buffer, not per acquire. `slack` is the extra bytes it may need.
+   */
+  constructor (
+    readonly blockSize: number,
+    private readonly maxFree = 32,
+    private readonly shape: (buffer: SharedArrayBuffer) => Uint8Array = buffer => new Uint8Array(buffer),
+    private readonly slack = 0
+  ) {}
 
   acquire (): SharedBlock {
-    const buffer = this.free.pop() ?? new SharedArrayBuffer(this.blockSize)
+    const bytes = this.free.pop() ?? this.shape(new SharedArrayBuffer(this.blockSize + this.slack))
     let refs = 1
     return {
-      bytes: new Uint8Array(buffer),
+      bytes,
       retain: () => { refs++ },
       release: () => {
         // A release too many would hand memory still in use to the next taker: fail loudly.
         if (refs <= 0) throw new Error('SharedBlock released more often than retained')
-        if (--refs === 0 && this.free.length < this.maxFree) this.free.push(buffer)
+        if (--refs === 0 && this.free.length < this.maxFree) this.free.push(bytes)
       }
     }
   }

@@ -31,10 +31,11 @@ import {
   BerthError, ClosedError, HashMismatchError, InvalidConfigError, InvalidOidError,
   NotFoundError, StoreError, throwIfAborted
 } from '../core/errors.ts'
-import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
+import { type HashPool, type SharedBlock, sharedHashPool } from '../core/hash-pool.ts'
 import { DIGEST_LENGTH, cidFromDigest } from '../core/naming.ts'
 import { type CheckedManifest, checkManifest, checkSlice, parseName, Pins, sameDigest } from './common.ts'
-import type { BlockSlice, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions } from './types.ts'
+import { ALIGN, alignDown, alignUp, DirectIo } from './direct-io.ts'
+import type { BlockSlice, BorrowedChunk, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions } from './types.ts'
 
 export const DEFAULT_PACK_SIZE = 1024 * 1024 * 1024
 
@@ -46,6 +47,8 @@ export interface DiskStoreOptions {
   fsync?: boolean
   /** a pack stops taking appends once it holds this many bytes; default 1 GiB */
   packSize?: number
+  /** pack I/O bypasses the page cache where the filesystem allows (see direct-io.ts); default true */
+  direct?: boolean
 }
 
 /** Bytes read, hashed and yielded as one unit when chunks lie next to each other. */
@@ -56,8 +59,8 @@ const FLUSH_BEHIND_BYTES = 64 * 1024 * 1024
 const READ_AHEAD = 3
 /** A pack with less live data than this share of its size is copied into the current pack. */
 const COMPACT_BELOW_LIVE_RATIO = 0.5
-/** Idle read buffers kept for reuse: enough for one getMany's read-ahead plus the batch being hashed. */
-const SCRATCH_KEPT = READ_AHEAD + 1
+/** Pooled I/O buffers hold a read batch plus the alignment around it. */
+const IO_BLOCK = READ_BATCH_BYTES + 2 * ALIGN
 const OBJECTS_PAGE = 512
 const MANIFEST_ENTRY = DIGEST_LENGTH + 4
 const SCHEMA_VERSION = 1
@@ -110,37 +113,60 @@ class Pack {
   private syncRunning: Promise<void> = Promise.resolve()
   private failure: StoreError | undefined
 
-  constructor (readonly id: number, readonly path: string, readonly file: Promise<FileHandle>, end: number, private readonly fsync: boolean) {
+  constructor (readonly id: number, readonly path: string, readonly file: Promise<FileHandle>, end: number, private readonly fsync: boolean, private readonly io: DirectIo) {
     this.end = end
     // Every user awaits the file; this only keeps a failed open from being reported as unhandled.
     file.catch(ignore)
   }
 
-  static async openExisting (dir: string, id: number, fsync: boolean): Promise<Pack> {
+  static async openExisting (dir: string, id: number, fsync: boolean, io: DirectIo): Promise<Pack> {
     const path = join(dir, packName(id))
-    const file = await open(path, 'r+')
+    const file = await open(path, fsConstants.O_RDWR | io.flag)
     const { size } = await file.stat()
-    return new Pack(id, path, Promise.resolve(file), size, fsync)
+    return new Pack(id, path, Promise.resolve(file), size, fsync, io)
   }
 
   /** Returns at once, so a position can be handed out synchronously; writes wait for the file. */
-  static create (dir: string, id: number, fsync: boolean): Pack {
+  static create (dir: string, id: number, fsync: boolean, io: DirectIo): Pack {
     const path = join(dir, packName(id))
     const file = (async () => {
-      const handle = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL)
+      const handle = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL | io.flag)
       // The new name must survive a power loss before any index row can point into the file.
       if (fsync) await syncDirectory(dir)
       return handle
     })()
-    return new Pack(id, path, file, 0, fsync)
+    return new Pack(id, path, file, 0, fsync, io)
   }
 
+  /** Where the next run of `length` bytes goes: runs start aligned, so they can be written direct. */
+  reserve (length: number): number {
+    const position = alignUp(this.end)
+    this.end = position + length
+    return position
+  }
+
+  /**
+   * Writes a run reserved with `reserve`. Direct: copied through aligned staging buffers and
+   * written padded to ALIGN (the padding lies before the next run's aligned start).
+   */
   async write (bytes: Uint8Array, position: number, flushBehind = true): Promise<void> {
     const file = await this.file
-    let done = 0
-    while (done < bytes.byteLength) {
-      const { bytesWritten } = await file.write(bytes, done, bytes.byteLength - done, position + done)
-      done += bytesWritten
+    if (!this.io.direct) {
+      await writeAll(file, bytes, position)
+    } else {
+      for (let done = 0; done < bytes.byteLength;) {
+        const length = Math.min(bytes.byteLength - done, this.io.blockSize)
+        const stage = this.io.blocks.acquire()
+        try {
+          const padded = alignUp(length)
+          stage.bytes.set(bytes.subarray(done, done + length))
+          stage.bytes.fill(0, length, padded)
+          await writeAll(file, stage.bytes.subarray(0, padded), position + done)
+        } finally {
+          stage.release()
+        }
+        done += length
+      }
     }
     this.unflushed += bytes.byteLength
     if (this.fsync && flushBehind && this.unflushed >= FLUSH_BEHIND_BYTES) {
@@ -150,16 +176,30 @@ class Pack {
     }
   }
 
-  /** Reads into `into` from `position`; a short count means the file ends early. */
-  async read (into: Uint8Array, position: number): Promise<number> {
+  /**
+   * Reads `length` bytes at `position` into a pooled aligned buffer; the caller releases it.
+   * The read covers the aligned blocks around the range. Bytes past the end of the file read as
+   * zeros, so a pack cut short fails verification like any other damage.
+   */
+  async read (position: number, length: number): Promise<{ block: SharedBlock, view: Uint8Array }> {
     const file = await this.file
-    let done = 0
-    while (done < into.byteLength) {
-      const { bytesRead } = await file.read(into, done, into.byteLength - done, position + done)
-      if (bytesRead === 0) break
-      done += bytesRead
+    const start = alignDown(position)
+    const span = alignUp(position + length) - start
+    const block = this.io.acquire(span)
+    try {
+      const into = block.bytes.subarray(0, span)
+      let done = 0
+      while (done < span) {
+        const { bytesRead } = await file.read(into, done, span - done, start + done)
+        if (bytesRead === 0) break
+        done += bytesRead
+      }
+      into.fill(0, done)
+      return { block, view: into.subarray(position - start, position - start + length) }
+    } catch (err) {
+      block.release()
+      throw err
     }
-    return done
   }
 
   /**
@@ -213,6 +253,13 @@ class Pack {
   }
 }
 
+async function writeAll (file: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < bytes.byteLength;) {
+    const { bytesWritten } = await file.write(bytes, done, bytes.byteLength - done, position + done)
+    done += bytesWritten
+  }
+}
+
 async function syncDirectory (dir: string): Promise<void> {
   const handle = await open(dir, 'r')
   try { await handle.sync() } finally { await handle.close() }
@@ -232,12 +279,32 @@ interface PendingChunk {
 interface ChunkRow { pack: number, position: number, length: number }
 interface ObjectRow { oid: Buffer, size: number, chunks: number, created: number }
 
-interface Verified { bytes: Uint8Array, digests: Uint8Array[] }
+/** A read span and the digests of its slices; `block` holds the bytes until released. */
+interface Verified { block: SharedBlock, view: Uint8Array, digests: Uint8Array[] }
+
+interface ReadItem { cid: string, key: string, digest: Buffer, position: number, length: number }
 
 /** Chunks read with one call, then hashed with one message to the pool. */
 type ReadBatch =
   | { kind: 'missing', cid: string }
-  | { kind: 'read', pack: Pack, items: Array<{ cid: string, key: string, digest: Buffer, position: number, length: number }>, result: Promise<Verified> }
+  | { kind: 'read', pack: Pack, start: number, items: ReadItem[], slices: number[], result: Promise<Verified> }
+
+/**
+ * Slice ends (relative to `start`) for hashing a span in one message, and which slice is which
+ * item's: the alignment padding between runs becomes slices of its own, hashed and ignored.
+ */
+function sliceSpan (start: number, items: ReadonlyArray<{ position: number, length: number }>): { ends: number[], slices: number[] } {
+  const ends: number[] = []
+  const slices: number[] = []
+  let cursor = start
+  for (const item of items) {
+    if (item.position > cursor) ends.push(item.position - start)
+    cursor = item.position + item.length
+    ends.push(cursor - start)
+    slices.push(ends.length - 1)
+  }
+  return { ends, slices }
+}
 
 function prepare (db: Database.Database) {
   return {
@@ -313,8 +380,6 @@ export class DiskStore implements ChunkStore {
   private nextPackId: number
   private gcQueue: Promise<unknown> = Promise.resolve()
   private closed = false
-  /** read buffers to reuse (see readAndHash) */
-  private readonly scratch: SharedArrayBuffer[] = []
   private readonly recordTransaction: (oid: Buffer, manifest: CheckedManifest, held: ReadonlyMap<string, PendingChunk>) => ObjectInfo
   private readonly releaseTransaction: (oid: Buffer) => boolean
   private readonly collectTransaction: () => GcResult
@@ -327,7 +392,8 @@ export class DiskStore implements ChunkStore {
     private readonly packs: Map<number, Pack>,
     readonly pool: HashPool,
     readonly fsync: boolean,
-    private readonly packSize: number
+    private readonly packSize: number,
+    private readonly io: DirectIo
   ) {
     this.statements = prepare(db)
     this.nextPackId = Math.max(0, ...packs.keys()) + 1
@@ -396,12 +462,25 @@ export class DiskStore implements ChunkStore {
     if (row === undefined) throw new NotFoundError(`chunk ${key} is not in the store`)
     const pack = this.packs.get(row.pack)!
     pack.acquire()
-    const { bytes, digests } = await this.readAndHash(pack, row.position, row.length, [row.length])
-    if (!sameDigest(digests[0], digest)) throw this.corrupted(key, digest, pack, row.position)
-    return bytes
+    const { block, view, digests } = await this.readAndHash(pack, row.position, row.length, [row.length])
+    try {
+      if (!sameDigest(digests[0], digest)) throw this.corrupted(key, digest, pack, row.position)
+      return new Uint8Array(view)
+    } finally {
+      block.release()
+    }
   }
 
   async * getMany (cids: readonly string[], o: ReadOptions = {}): AsyncIterable<{ cid: string, bytes: Uint8Array }> {
+    for await (const chunk of this.borrowMany(cids, o)) {
+      // A copy the caller owns: the read buffer goes back to the pool at once.
+      const bytes = new Uint8Array(chunk.bytes)
+      chunk.release()
+      yield { cid: chunk.cid, bytes }
+    }
+  }
+
+  async * borrowMany (cids: readonly string[], o: ReadOptions = {}): AsyncIterable<BorrowedChunk> {
     let next = 0
     // A chunk that did not fit the batch being planned starts the next one. Its location is looked
     // up again then: gc may move it in between, and a location is only good until the next await.
@@ -416,6 +495,7 @@ export class DiskStore implements ChunkStore {
       return { ...chunk, row: this.sql().locate.get(chunk.digest) }
     }
     // Looks up chunks until the next one is not adjacent in the same pack, then starts reading.
+    // Adjacent means: next in the pack, or after less than ALIGN bytes of padding.
     const plan = (): ReadBatch => {
       const first = lookUp()
       if (first.row === undefined) {
@@ -429,16 +509,16 @@ export class DiskStore implements ChunkStore {
       while (next < cids.length) {
         const candidate = lookUp()
         const row = candidate.row
-        if (row === undefined || row.pack !== pack.id || row.position !== end || end + row.length - start > READ_BATCH_BYTES) {
+        if (row === undefined || row.pack !== pack.id || row.position < end || row.position - end >= ALIGN || row.position + row.length - start > READ_BATCH_BYTES) {
           carried = { cid: candidate.cid, key: candidate.key, digest: candidate.digest }
           break
         }
         items.push({ cid: candidate.cid, key: candidate.key, digest: candidate.digest, position: row.position, length: row.length })
-        end += row.length
+        end = row.position + row.length
       }
       pack.acquire()
-      const ends = items.map(item => item.position + item.length - start)
-      return { kind: 'read', pack, items, result: this.readAndHash(pack, start, end - start, ends) }
+      const { ends, slices } = sliceSpan(start, items)
+      return { kind: 'read', pack, start, items, slices, result: this.readAndHash(pack, start, end - start, ends) }
     }
 
     const inFlight: ReadBatch[] = []
@@ -449,18 +529,25 @@ export class DiskStore implements ChunkStore {
         const batch = inFlight.shift()
         if (batch === undefined) return
         if (batch.kind === 'missing') throw new NotFoundError(`chunk ${batch.cid} is not in the store`)
-        const { bytes, digests } = await batch.result
-        let at = 0
-        for (let i = 0; i < batch.items.length; i++) {
-          const item = batch.items[i]
-          if (!sameDigest(digests[i], item.digest)) throw this.corrupted(item.key, item.digest, batch.pack, item.position)
-          yield { cid: item.cid, bytes: bytes.subarray(at, at + item.length) }
-          at += item.length
+        const { block, view, digests } = await batch.result
+        // The batch's own reference; each chunk handed out takes one more, dropped by its release.
+        try {
+          for (let i = 0; i < batch.items.length; i++) {
+            const item = batch.items[i]
+            if (!sameDigest(digests[batch.slices[i]], item.digest)) throw this.corrupted(item.key, item.digest, batch.pack, item.position)
+            const at = item.position - batch.start
+            block.retain()
+            let released = false
+            yield { cid: item.cid, bytes: view.subarray(at, at + item.length), release: () => { if (!released) { released = true; block.release() } } }
+          }
+        } finally {
+          block.release()
         }
       }
     } finally {
-      // The consumer may stop early: reads still running must not surface as unhandled rejections.
-      for (const batch of inFlight) if (batch.kind === 'read') batch.result.catch(ignore)
+      // The consumer may stop early: reads still running must not surface as unhandled rejections,
+      // and the buffers they fill go back to the pool.
+      for (const batch of inFlight) if (batch.kind === 'read') batch.result.then(r => r.block.release(), ignore)
     }
   }
 
@@ -552,6 +639,7 @@ export class DiskStore implements ChunkStore {
     this.closed = true
     this.db.close()
     await Promise.all([...this.packs.values()].map(async pack => await pack.close()))
+    this.io.close()
   }
 
   // Below: what DiskWriter needs from its store (with `pending`, `pins`, `pool` and `fsync`);
@@ -569,14 +657,12 @@ export class DiskStore implements ChunkStore {
   reserve (length: number): { pack: Pack, position: number } {
     this.ensureOpen()
     let pack = this.current
-    if (pack === undefined || pack.failed || (pack.end > 0 && pack.end + length > this.packSize)) {
-      pack = Pack.create(this.packDir, this.nextPackId++, this.fsync)
+    if (pack === undefined || pack.failed || (pack.end > 0 && alignUp(pack.end) + length > this.packSize)) {
+      pack = Pack.create(this.packDir, this.nextPackId++, this.fsync, this.io)
       this.packs.set(pack.id, pack)
       this.current = pack
     }
-    const position = pack.end
-    pack.end += length
-    return { pack, position }
+    return { pack, position: pack.reserve(length) }
   }
 
   /** Makes an object exist, in one transaction; see DiskWriter.commit for what must come before. */
@@ -595,26 +681,21 @@ export class DiskStore implements ChunkStore {
   }
 
   /**
-   * Reads a run of adjacent chunks and hashes each; `pack` must be acquired. The read lands in
-   * recycled shared memory, so the workers hash it without a copy, and the bytes are then copied
-   * once into ordinary memory the caller owns. A fresh SharedArrayBuffer per read would be cheaper
-   * to write but is not reclaimed until a full garbage collection: reading 2 GiB that way grew
-   * RSS past 1.2 GB, and read half as fast (measured here).
+   * Reads a span of a pack and hashes its slices; `pack` must be acquired. The read lands in a
+   * pooled aligned shared buffer (direct I/O), so the workers hash it without a copy; the caller
+   * releases the block. Fresh buffers per read would not do: V8 reclaims a dropped
+   * SharedArrayBuffer only at a full collection (reading 2 GiB that way grew RSS past 1.2 GB).
    */
   private async readAndHash (pack: Pack, position: number, length: number, ends: readonly number[]): Promise<Verified> {
-    const scratch = length <= READ_BATCH_BYTES ? this.scratch.pop() ?? new SharedArrayBuffer(READ_BATCH_BYTES) : undefined
+    let read: { block: SharedBlock, view: Uint8Array } | undefined
     try {
-      // Only a chunk larger than a read batch comes here without scratch; the pool copies it.
-      const view = scratch === undefined ? new Uint8Array(length) : new Uint8Array(scratch, 0, length)
-      const read = await pack.read(view, position)
-      // A pack cut short leaves zeros in the tail, which then fail verification like any damage.
-      view.fill(0, read)
-      const digests = await this.pool.digestSlices(view, ends)
-      return { bytes: scratch === undefined ? view : new Uint8Array(view), digests }
+      read = await pack.read(position, length)
+      const digests = await this.pool.digestSlices(read.view, ends)
+      return { ...read, digests }
     } catch (err) {
+      read?.block.release()
       throw storeFailure(err, `reading ${pack.path}`)
     } finally {
-      if (scratch !== undefined && this.scratch.length < SCRATCH_KEPT) this.scratch.push(scratch)
       pack.releaseReader()
     }
   }
@@ -676,25 +757,33 @@ export class DiskStore implements ChunkStore {
         const start = rows[first].position
         let last = first + 1
         let end = start + rows[first].length
-        while (last < rows.length && rows[last].position === end && end + rows[last].length - start <= READ_BATCH_BYTES) end += rows[last++].length
+        while (last < rows.length && rows[last].position >= end && rows[last].position - end < ALIGN && rows[last].position + rows[last].length - start <= READ_BATCH_BYTES) {
+          end = rows[last].position + rows[last].length
+          last++
+        }
         pack.acquire()
-        const { bytes, digests } = await this.readAndHash(pack, start, end - start, rows.slice(first, last).map(row => row.position + row.length - start))
-        // Good chunks next to each other go out with one write; a bad one ends the run.
-        let runFirst = first
-        for (let i = first; i <= last; i++) {
-          if (i < last && sameDigest(digests[i - first], rows[i].digest)) continue
-          if (i > runFirst) {
-            const from = rows[runFirst].position - start
-            const to = rows[i - 1].position + rows[i - 1].length - start
-            const target = this.reserve(to - from)
-            targets.add(target.pack)
-            await target.pack.write(bytes.subarray(from, to), target.position)
-            for (let k = runFirst; k < i; k++) {
-              moves.push({ digest: rows[k].digest, from: rows[k].position, to: target.pack, position: target.position + rows[k].position - start - from })
+        const { ends, slices } = sliceSpan(start, rows.slice(first, last))
+        const { block, view: bytes, digests } = await this.readAndHash(pack, start, end - start, ends)
+        try {
+          // Good chunks next to each other go out with one write (padding between them included); a bad one ends the run.
+          let runFirst = first
+          for (let i = first; i <= last; i++) {
+            if (i < last && sameDigest(digests[slices[i - first]], rows[i].digest)) continue
+            if (i > runFirst) {
+              const from = rows[runFirst].position - start
+              const to = rows[i - 1].position + rows[i - 1].length - start
+              const target = this.reserve(to - from)
+              targets.add(target.pack)
+              await target.pack.write(bytes.subarray(from, to), target.position)
+              for (let k = runFirst; k < i; k++) {
+                moves.push({ digest: rows[k].digest, from: rows[k].position, to: target.pack, position: target.position + rows[k].position - start - from })
+              }
             }
+            if (i < last) lost.push(rows[i])
+            runFirst = i + 1
           }
-          if (i < last) lost.push(rows[i])
-          runFirst = i + 1
+        } finally {
+          block.release()
         }
         first = last
       }
@@ -843,9 +932,11 @@ export async function openDiskStore (options: DiskStoreOptions): Promise<DiskSto
   const packDir = join(dir, 'packs')
   let db: Database.Database | undefined
   const packs = new Map<number, Pack>()
+  let io: DirectIo | undefined
   try {
     await mkdir(packDir, { recursive: true })
     if (fsync) await syncDirectory(dir)
+    io = DirectIo.open(packDir, IO_BLOCK, options.direct ?? true)
     db = new Database(join(dir, 'index.sqlite'), { timeout: 0 })
     // Exclusive before WAL: no shared-memory index, and a second process is refused at once.
     db.pragma('locking_mode = EXCLUSIVE')
@@ -863,14 +954,15 @@ export async function openDiskStore (options: DiskStoreOptions): Promise<DiskSto
       const match = PACK_NAME.exec(name)
       if (match === null) continue
       const id = Number(match[1])
-      packs.set(id, await Pack.openExisting(packDir, id, fsync))
+      packs.set(id, await Pack.openExisting(packDir, id, fsync, io))
     }
     // Rows into a pack that is gone (deleted by hand, lost) lose their bytes, as if damaged.
     prepare(db).forgetMissingPacks.run(JSON.stringify([...packs.keys()]))
-    return new DiskStore(db, packDir, packs, options.pool ?? sharedHashPool(), fsync, packSize)
+    return new DiskStore(db, packDir, packs, options.pool ?? sharedHashPool(), fsync, packSize, io)
   } catch (err) {
     db?.close()
     await Promise.all([...packs.values()].map(async pack => await pack.close()))
+    io?.close()
     const failure = storeFailure(err, `opening store at ${dir}`)
     if ((err as { code?: string })?.code === 'SQLITE_BUSY') throw new StoreError(`store at ${dir} is in use by another process`, { cause: err })
     throw failure

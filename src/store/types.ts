@@ -35,6 +35,9 @@ export interface ReadOptions { signal?: AbortSignal }
 /** A chunk as it lies in a block of memory (the chunking pipeline's output). */
 export interface BlockSlice { cid: string, start: number, length: number }
 
+/** A chunk's verified bytes lent from the store's buffers: call `release` (once) when done with them. */
+export interface BorrowedChunk { cid: string, bytes: Uint8Array, release: () => void }
+
 export interface WriterOptions {
   /**
    * true (default): commit returns only once the chunk bytes are on disk. false: for copies that
@@ -73,6 +76,12 @@ export interface ChunkStore {
    * chunk with ERR_NOT_FOUND / ERR_HASH_MISMATCH, after the good ones before it were yielded.
    */
   getMany (cids: readonly string[], o?: ReadOptions): AsyncIterable<{ cid: string, bytes: Uint8Array }>
+  /**
+   * getMany without the copy: the bytes are views into the store's read buffers, valid until the
+   * chunk's `release`. For consumers that hand bytes straight to a socket. Every chunk yielded
+   * must be released, also when the iteration stops early.
+   */
+  borrowMany (cids: readonly string[], o?: ReadOptions): AsyncIterable<BorrowedChunk>
   /** A loose chunk (no object references it yet); its bytes are verified against `cid` here. */
   put (cid: string, bytes: Uint8Array, o?: ReadOptions): Promise<void>
 

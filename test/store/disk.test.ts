@@ -24,6 +24,12 @@ storeCompliance('DiskStore (small packs, no fsync)', async () => {
   return { store: await openDiskStore({ dir, fsync: false, packSize: 256 * 1024 }), cleanup }
 })
 
+// The buffered path, for filesystems that refuse O_DIRECT (tmpfs, some overlays).
+storeCompliance('DiskStore (buffered I/O)', async () => {
+  const { dir, cleanup } = await temporaryDirectory()
+  return { store: await openDiskStore({ dir, direct: false }), cleanup }
+})
+
 /** Runs `body` with a fresh store directory, closing and removing everything afterwards. */
 function withDirectory (title: string, body: (dir: string) => Promise<void>): void {
   it(title, async () => {
