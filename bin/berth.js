@@ -4,6 +4,13 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { setFlagsFromString } from 'node:v8'
+
+// Short-lived client commands: undici's HTTP parser is WebAssembly, which V8 would also compile
+// with its optimizing tier in the background, and a process waits for that at exit (~75 ms per
+// command, measured). The baseline compiler alone is plenty for a handful of requests. The
+// daemons keep the optimizing tier: they parse for hours.
+if (!['agent', 'start'].includes(process.argv[2])) setFlagsFromString('--liftoff-only')
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const pointer = join(root, 'dist', 'current')

@@ -16,6 +16,9 @@ async function regularFile (path: string): Promise<string> {
   return path
 }
 
+/** Block writes outstanding at once (each up to a 4 MiB block). */
+const WRITES_IN_FLIGHT = 4
+
 export interface PutSource {
   /** a byte stream (an upload) ... */
   stream?: AsyncIterable<Uint8Array>
@@ -36,18 +39,24 @@ export async function putObject (source: PutSource, store: ChunkStore, pool: Has
     : chunker.pipeline(source.stream!, pipelineOptions)
   const writer = store.openWriter()
   const descriptors: Descriptor[] = []
+  // Block writes overlap: a direct write waits for the disk, and the next block is ready by then.
+  const writing = new Set<Promise<void>>()
   try {
     for await (const block of pipeline) {
-      try {
-        await writer.putBlock(block.bytes, block.chunks, { signal: options.signal })
-      } finally {
-        // The write has completed (putBlock awaits it): the block's memory may be reused.
-        block.release()
-      }
+      const write = writer.putBlock(block.bytes, block.chunks, { signal: options.signal })
+        // The write has completed (or failed): the block's memory may be reused.
+        .finally(() => { block.release(); writing.delete(write) })
+      // Handled where it is awaited (race, all); this only keeps a failure that lands between awaits from counting as unhandled.
+      write.catch(() => {})
+      writing.add(write)
       for (const c of block.chunks) descriptors.push({ cid: c.cid, offset: c.offset, length: c.length })
+      if (writing.size >= WRITES_IN_FLIGHT) await Promise.race(writing)
     }
+    await Promise.all(writing)
     return await writer.commit(pipeline.oid!, descriptors)
   } catch (err) {
+    // No write may still use a block once it is back in the pool.
+    await Promise.allSettled(writing)
     await writer.abort().catch(() => {})
     throw err
   }

@@ -66,6 +66,15 @@ export class DirectIo {
 
   get direct (): boolean { return this.flag !== 0 }
 
+  /**
+   * How many bytes before `bytes` a direct write of them should start copying from, so that the
+   * copy runs word-aligned (see Pack.write): the view's offset modulo 8 (V8's backing stores are
+   * at least 8-aligned, so those bytes exist). 0 when buffered.
+   */
+  leadOf (bytes: Uint8Array): number {
+    return this.direct ? bytes.byteOffset & 7 : 0
+  }
+
   /** A view of `length` bytes of a fresh buffer that direct I/O accepts. */
   aligned (buffer: SharedArrayBuffer, length: number): Uint8Array {
     const all = new Uint8Array(buffer)

@@ -138,30 +138,38 @@ class Pack {
     return new Pack(id, path, file, 0, fsync, io)
   }
 
-  /** Where the next run of `length` bytes goes: runs start aligned, so they can be written direct. */
-  reserve (length: number): number {
-    const position = alignUp(this.end)
+  /**
+   * Where the next run of `length` bytes goes: runs start `lead` bytes after an aligned
+   * position, so they can be written direct (see `write` for what the lead is for).
+   */
+  reserve (length: number, lead: number): number {
+    const position = alignUp(this.end) + lead
     this.end = position + length
     return position
   }
 
   /**
-   * Writes a run reserved with `reserve`. Direct: copied through aligned staging buffers and
-   * written padded to ALIGN (the padding lies before the next run's aligned start).
+   * Writes a run reserved with `reserve(bytes.byteLength, io.leadOf(bytes))`. Direct: copied
+   * through aligned staging buffers, from `lead` bytes before the run so that source and
+   * staging are equally word-aligned (V8 copies shared memory word by word only then: 80 vs
+   * 390 ms per GiB, measured); the lead and the tail padding are zeroed and lie outside any run.
    */
   async write (bytes: Uint8Array, position: number, flushBehind = true): Promise<void> {
     const file = await this.file
     if (!this.io.direct) {
       await writeAll(file, bytes, position)
     } else {
-      for (let done = 0; done < bytes.byteLength;) {
-        const length = Math.min(bytes.byteLength - done, this.io.blockSize)
+      const lead = position - alignDown(position)
+      const from = new Uint8Array(bytes.buffer, bytes.byteOffset - lead, bytes.byteLength + lead)
+      for (let done = 0; done < from.byteLength;) {
+        const length = Math.min(from.byteLength - done, this.io.blockSize)
         const stage = this.io.blocks.acquire()
         try {
           const padded = alignUp(length)
-          stage.bytes.set(bytes.subarray(done, done + length))
+          stage.bytes.set(from.subarray(done, done + length))
+          if (done === 0) stage.bytes.fill(0, 0, lead)
           stage.bytes.fill(0, length, padded)
-          await writeAll(file, stage.bytes.subarray(0, padded), position + done)
+          await writeAll(file, stage.bytes.subarray(0, padded), position - lead + done)
         } finally {
           stage.release()
         }
@@ -558,7 +566,7 @@ export class DiskStore implements ChunkStore {
     const [actual] = await this.pool.digestSlices(bytes, [bytes.byteLength])
     if (!sameDigest(actual, digest)) throw new HashMismatchError(`bytes do not hash to ${key}`)
     if (this.isPresent(digest)) return
-    const { pack, position } = this.reserve(bytes.byteLength)
+    const { pack, position } = this.reserve(bytes.byteLength, this.io.leadOf(bytes))
     pack.holds++
     try {
       await pack.write(bytes, position)
@@ -653,16 +661,21 @@ export class DiskStore implements ChunkStore {
     return this.sql().present.get(digest) !== undefined
   }
 
+  /** See Pack.write. */
+  leadOf (bytes: Uint8Array): number {
+    return this.io.leadOf(bytes)
+  }
+
   /** Where `length` bytes will go: handed out synchronously so concurrent writers never overlap. */
-  reserve (length: number): { pack: Pack, position: number } {
+  reserve (length: number, lead: number): { pack: Pack, position: number } {
     this.ensureOpen()
     let pack = this.current
-    if (pack === undefined || pack.failed || (pack.end > 0 && alignUp(pack.end) + length > this.packSize)) {
+    if (pack === undefined || pack.failed || (pack.end > 0 && alignUp(pack.end) + lead + length > this.packSize)) {
       pack = Pack.create(this.packDir, this.nextPackId++, this.fsync, this.io)
       this.packs.set(pack.id, pack)
       this.current = pack
     }
-    return { pack, position: pack.reserve(length) }
+    return { pack, position: pack.reserve(length, lead) }
   }
 
   /** Makes an object exist, in one transaction; see DiskWriter.commit for what must come before. */
@@ -772,7 +785,7 @@ export class DiskStore implements ChunkStore {
             if (i > runFirst) {
               const from = rows[runFirst].position - start
               const to = rows[i - 1].position + rows[i - 1].length - start
-              const target = this.reserve(to - from)
+              const target = this.reserve(to - from, this.io.leadOf(bytes.subarray(from, to)))
               targets.add(target.pack)
               await target.pack.write(bytes.subarray(from, to), target.position)
               for (let k = runFirst; k < i; k++) {
@@ -820,7 +833,7 @@ class DiskWriter implements ObjectWriter {
     const startRun = (): void => {
       if (run === undefined) return
       const { start, end } = run
-      const { pack, position } = store.reserve(end - start)
+      const { pack, position } = store.reserve(end - start, store.leadOf(bytes.subarray(start, end)))
       const written = pack.write(bytes.subarray(start, end), position, this.durable)
       written.catch(ignore) // awaited below and at commit; this only marks it handled for writers that abort
       writes.push(written)
