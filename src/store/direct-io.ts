@@ -31,9 +31,18 @@ const O_DIRECT: number = (fsConstants as { O_DIRECT?: number }).O_DIRECT ?? 0
 export function alignDown (n: number): number { return n - (n % ALIGN) }
 export function alignUp (n: number): number { return n % ALIGN === 0 ? n : n + ALIGN - (n % ALIGN) }
 
+/**
+ * Direct writes go through staging buffers this big: a 4 MiB run is written as two. Small, as
+ * every write in flight holds one (measured: 8 MiB stages cost ~25 MB of RSS during a put, and
+ * 2 MiB writes are as fast on this disk).
+ */
+export const STAGE_SIZE = 2 * 1024 * 1024
+
 export class DirectIo {
-  /** aligned shared buffers of `blockSize` bytes, for pack reads (hashed in place) and staged writes */
+  /** aligned shared buffers of `blockSize` bytes, for pack reads (hashed in place) */
   readonly blocks: SharedBlockPool
+  /** aligned buffers of STAGE_SIZE bytes that direct writes copy through */
+  readonly stages: SharedBlockPool
 
   private constructor (
     /** O_DIRECT when the filesystem takes it, else 0 */
@@ -43,6 +52,7 @@ export class DirectIo {
     readonly blockSize: number
   ) {
     this.blocks = new SharedBlockPool(blockSize, 16, buffer => this.aligned(buffer, blockSize), ALIGN)
+    this.stages = new SharedBlockPool(STAGE_SIZE, 16, buffer => this.aligned(buffer, STAGE_SIZE), ALIGN)
   }
 
   /**

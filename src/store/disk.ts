@@ -34,7 +34,7 @@ import {
 import { type HashPool, type SharedBlock, sharedHashPool } from '../core/hash-pool.ts'
 import { DIGEST_LENGTH, cidFromDigest } from '../core/naming.ts'
 import { type CheckedManifest, checkManifest, checkSlice, parseName, Pins, sameDigest } from './common.ts'
-import { ALIGN, alignDown, alignUp, DirectIo } from './direct-io.ts'
+import { ALIGN, alignDown, alignUp, DirectIo, STAGE_SIZE } from './direct-io.ts'
 import type { BlockSlice, BorrowedChunk, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions } from './types.ts'
 
 export const DEFAULT_PACK_SIZE = 1024 * 1024 * 1024
@@ -162,8 +162,8 @@ class Pack {
       const lead = position - alignDown(position)
       const from = new Uint8Array(bytes.buffer, bytes.byteOffset - lead, bytes.byteLength + lead)
       for (let done = 0; done < from.byteLength;) {
-        const length = Math.min(from.byteLength - done, this.io.blockSize)
-        const stage = this.io.blocks.acquire()
+        const length = Math.min(from.byteLength - done, STAGE_SIZE)
+        const stage = this.io.stages.acquire()
         try {
           const padded = alignUp(length)
           stage.bytes.set(from.subarray(done, done + length))
