@@ -5,7 +5,6 @@ import { formatHint } from '../../core/hints.ts'
 import { DEFAULT_AGENT_URL } from '../../sdk/agent-client.ts'
 import { type Part, stopOnSignal, startParts } from '../daemon.ts'
 import { action, printJson, printLines, type JsonOption } from '../output.ts'
-import { agentOptionsFrom } from './agent.ts'
 
 interface StartOptions extends JsonOption { dir: string, listen: string, peerListen: string }
 
@@ -21,6 +20,7 @@ export function registerStart (program: Command): void {
       // Each part of the node keeps its data in its own subdirectory of DIR.
       await mkdir(join(dir, 'agent'), { recursive: true })
       const signals = stopOnSignal(options.json === true)
+      const { agentOptionsFrom } = await import('../agent-config.ts')
       const agentOptions = await agentOptionsFrom({ listen: options.listen, peerListen: options.peerListen, store: join(dir, 'agent') })
       const { createAgent } = await import('../../agent/agent.ts')
       const agent = await createAgent(agentOptions)

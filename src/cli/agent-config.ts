@@ -1,0 +1,65 @@
+/** The agent's settings, from flags or a `--config` JSON file, checked before anything listens. */
+import { readFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
+import { z } from 'zod'
+import type { AgentOptions } from '../agent/agent.ts'
+import { parseChunkerSpec } from '../core/chunker/index.ts'
+import { InvalidConfigError, toBerthError } from '../core/errors.ts'
+import { parseHint } from '../core/hints.ts'
+
+/** `--config FILE`: the same settings as the flags, in JSON; flags win over the file. */
+export const AgentConfigSchema = z.strictObject({
+  listen: z.string().optional(),
+  peerListen: z.string().optional(),
+  advertise: z.string().optional(),
+  store: z.string().optional(),
+  allowPath: z.array(z.string()).optional(),
+  chunker: z.string().optional()
+})
+export type AgentConfig = z.infer<typeof AgentConfigSchema>
+
+export async function readAgentConfig (file: string): Promise<AgentConfig> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new InvalidConfigError(`cannot read config ${file}: ${(err as Error).message}`)
+  }
+  let data: unknown
+  try {
+    data = JSON.parse(text)
+  } catch (err) {
+    throw new InvalidConfigError(`config ${file} is not JSON: ${(err as Error).message}`)
+  }
+  const parsed = AgentConfigSchema.safeParse(data)
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map(i => `${i.path.length > 0 ? i.path.join('.') : '(top)'}: ${i.message}`).join('; ')
+    throw new InvalidConfigError(`config ${file}: ${issues}`)
+  }
+  // Paths in a config file are relative to the file, not to wherever the agent was started.
+  const base = dirname(resolve(file))
+  const c = parsed.data
+  return {
+    ...c,
+    ...(c.store !== undefined ? { store: resolve(base, c.store) } : {}),
+    ...(c.allowPath !== undefined ? { allowPath: c.allowPath.map(p => resolve(base, p)) } : {})
+  }
+}
+
+/** Checks every setting before anything listens, so a typo is ERR_INVALID_CONFIG, exit 2. */
+export async function agentOptionsFrom (c: AgentConfig): Promise<AgentOptions> {
+  const { parseListen } = await import('../agent/http.ts')
+  const options: AgentOptions = { processMetrics: true }
+  if (c.listen !== undefined) { parseListen(c.listen); options.listen = c.listen }
+  if (c.peerListen !== undefined) { parseListen(c.peerListen); options.peerListen = c.peerListen }
+  if (c.advertise !== undefined) {
+    try { parseHint(`berth://${c.advertise}`) } catch (err) {
+      throw new InvalidConfigError(`bad --advertise ${JSON.stringify(c.advertise)} (HOST:PORT): ${toBerthError(err).message}`)
+    }
+    options.advertise = c.advertise
+  }
+  if (c.store !== undefined) options.storeDir = resolve(c.store)
+  if (c.allowPath !== undefined && c.allowPath.length > 0) options.allowedRoots = c.allowPath.map(p => resolve(p))
+  if (c.chunker !== undefined) options.chunker = parseChunkerSpec(c.chunker)
+  return options
+}
