@@ -1,13 +1,15 @@
 /**
  * Agent-to-agent transfer (`berth://host:port` hints): the manifest over
- * `GET /v1/objects/{oid}/manifest`, chunks in batches over `POST /v1/chunks`. Several batches
- * are in flight at once over a small pool of keep-alive connections.
+ * `GET /v1/objects/{oid}/manifest` (undici), chunks in batches over `POST /v1/chunks` through
+ * the FrameClient, which reads payloads straight into the transfer's arenas. Several batches are
+ * in flight at once over a small pool of keep-alive connections.
  */
 import { Pool } from 'undici'
 import type { Descriptor } from '../../core/chunker/types.ts'
 import type { Hint } from '../../core/hints.ts'
 import { SourceError, toBerthError } from '../../core/errors.ts'
-import { CHUNK_HEADER, chunkFrameCid, chunkFrameLength, readFrames, readManifest } from '../../core/wire.ts'
+import { chunkFrameCid, readManifest } from '../../core/wire.ts'
+import { FrameClient } from './frame-client.ts'
 import type { ChunkResult, ManifestStream, PluginCallOptions, TransferPlugin } from '../plugin.ts'
 
 export interface PeerPluginOptions {
@@ -39,6 +41,7 @@ export class PeerPlugin implements TransferPlugin {
   readonly name = 'peer'
   readonly schemes = ['berth:'] as const
   private readonly pools = new Map<string, Pool>()
+  private readonly frameClients = new Map<string, FrameClient>()
 
   constructor (private readonly options: PeerPluginOptions = {}) {}
 
@@ -73,19 +76,30 @@ export class PeerPlugin implements TransferPlugin {
     }
   }
 
+  private frameClient (hint: Hint): FrameClient {
+    const u = new URL(hint.uri)
+    let client = this.frameClients.get(u.host)
+    if (client === undefined) {
+      // URL keeps IPv6 literals bracketed; a socket wants them bare.
+      const host = u.hostname.replace(/^\[(.*)\]$/, '$1')
+      client = new FrameClient(host, Number(u.port), { connections: this.options.connections ?? 4, localAddress: this.options.localAddress, timeoutMs: this.options.timeoutMs ?? 30_000 })
+      this.frameClients.set(u.host, client)
+    }
+    return client
+  }
+
   async * chunks (wanted: readonly Descriptor[], hint: Hint, o: PluginCallOptions): AsyncIterable<ChunkResult> {
     const byCid = new Map<string, Descriptor>()
     for (const d of wanted) byCid.set(d.cid, d)
-    const res = await this.pool(hint).request({
+    const frames = this.frameClient(hint).post({
       path: '/v1/chunks',
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ cids: [...byCid.keys()] }),
+      contentType: 'application/json',
+      body: Buffer.from(JSON.stringify({ cids: [...byCid.keys()] })),
+      alloc: o.alloc ?? ((n: number) => new Uint8Array(n)),
       signal: o.signal
-    }).catch(err => { throw new SourceError(`peer ${hint.uri} unreachable: ${toBerthError(err).message}`, { cause: err }) })
-    if (res.statusCode !== 200) throw await failureOf(res)
+    })
     const seen = new Set<string>()
-    for await (const frame of readFrames(res.body, CHUNK_HEADER, chunkFrameLength, o.alloc)) {
+    for await (const frame of frames) {
       const cid = chunkFrameCid(frame.header)
       const descriptor = byCid.get(cid)
       if (descriptor === undefined || seen.has(cid)) throw new SourceError('peer sent a chunk that was not asked for')
@@ -97,6 +111,8 @@ export class PeerPlugin implements TransferPlugin {
 
   async close (): Promise<void> {
     await Promise.allSettled([...this.pools.values()].map(async p => await p.close()))
+    await Promise.allSettled([...this.frameClients.values()].map(async c => await c.close()))
     this.pools.clear()
+    this.frameClients.clear()
   }
 }
