@@ -4,7 +4,8 @@ import type { ByteRange } from '../core/range.ts'
 import type { ChunkStore } from '../store/types.ts'
 import type { OutputPiece } from './transfer.ts'
 
-const RUN = 64
+// Chunks per store read: the store reads ahead within one call, so runs are long (only cids are held).
+const RUN = 2048
 
 export async function * readStoredObject (store: ChunkStore, oid: string, o: { range?: ByteRange, signal?: AbortSignal } = {}): AsyncGenerator<OutputPiece> {
   const { range, signal } = o

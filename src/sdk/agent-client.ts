@@ -10,13 +10,13 @@
  * stream.pipe(createWriteStream('copy.mp4'))
  * ```
  */
-import { createReadStream } from 'node:fs'
+import { createReadStream, writeSync } from 'node:fs'
 import { rename, rm, open } from 'node:fs/promises'
 import { isAbsolute, resolve, dirname, basename, join } from 'node:path'
 import type { Readable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { request, Agent as Dispatcher } from 'undici'
 import { BerthError, TruncatedError } from '../core/errors.ts'
+import { type BodyConsumer, CutOffError, HttpClient, HttpStatusError } from '../core/http-client.ts'
 import { type Hint, formatHint } from '../core/hints.ts'
 import type { ChunkerSpec } from '../core/chunker/types.ts'
 import { OFFSET_FRAMES_TYPE, OFFSET_HEADER, offsetFrameLength, offsetFrameOffset, readFrames } from '../core/wire.ts'
@@ -83,9 +83,26 @@ export function isLoopbackHost (host: string): boolean {
   return h === 'localhost' || h === '[::1]' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h)
 }
 
+/** Blocks a moment without spinning (a full non-blocking pipe). */
+const pause = new Int32Array(new SharedArrayBuffer(4))
+
+/** Writes all of `bytes` to `fd`, synchronously; waits out EAGAIN on a non-blocking pipe. */
+function writeFully (fd: number, bytes: Uint8Array): void {
+  let at = 0
+  while (at < bytes.byteLength) {
+    try {
+      at += writeSync(fd, bytes, at, bytes.byteLength - at)
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EAGAIN') throw err
+      Atomics.wait(pause, 0, 0, 2)
+    }
+  }
+}
+
 export class AgentClient {
   readonly url: string
   private readonly dispatcher: Dispatcher
+  private bulk: HttpClient | undefined
 
   constructor (url: string = DEFAULT_AGENT_URL) {
     this.url = url.replace(/\/+$/, '')
@@ -151,6 +168,46 @@ export class AgentClient {
   }
 
   /**
+   * get into a file descriptor (a file, a pipe, stdout) with nothing in between: the bytes go
+   * from the socket into one reused buffer and from there to `fd` with blocking writes (a slow
+   * `fd` slows the reading, so memory stays flat). For the CLI and other processes whose job is
+   * to put the object somewhere; applications that process the bytes use `get`. Measured for
+   * 1 GiB into /dev/null: 0.5 CPU-s, against 1.7–2.2 through `get`'s stream.
+   */
+  async getToFd (oid: string, fd: number, o: GetOptions & { onProgress?: (bytes: number, total: number) => void } = {}): Promise<{ size: number, length: number }> {
+    const headers: Record<string, string> = {}
+    if (o.range !== undefined) headers.range = `bytes=${o.range.start}-${o.range.end ?? ''}`
+    const q = hintParams(o.hints)
+    const buffer = Buffer.allocUnsafeSlow(1024 * 1024)
+    let received = 0
+    let size = NaN
+    let length = NaN
+    const write = (bytes: Uint8Array): void => {
+      writeFully(fd, bytes)
+      received += bytes.byteLength
+      o.onProgress?.(received, length)
+    }
+    const consumer: BodyConsumer<never> = {
+      head: h => { size = Number(h.headers.get('berth-size')); length = Number(h.headers.get('content-length') ?? NaN) },
+      directTarget: () => buffer,
+      landed: n => write(buffer.subarray(0, n)),
+      feed: write,
+      end: () => {},
+      drain: () => []
+    }
+    try {
+      for await (const _ of this.bulkClient().request({ method: 'GET', path: `/v1/objects/${encodeURIComponent(oid)}${q !== '' ? '?' + q : ''}`, headers, signal: o.signal }, consumer)) { /* no items */ }
+    } catch (err) {
+      if (err instanceof HttpStatusError) throw new BerthError(err.remoteCode !== '' ? err.remoteCode : 'ERR_HTTP', err.remoteMessage !== '' ? err.remoteMessage : err.message, err.statusCode)
+      // The agent cuts a response off when the object fails verification after bytes went out.
+      if (err instanceof CutOffError) throw new TruncatedError(`got ${received} of ${length} bytes: ${err.message}`)
+      throw err
+    }
+    if (Number.isFinite(length) && received !== length) throw new TruncatedError(`got ${received} of ${length} bytes`)
+    return { size, length }
+  }
+
+  /**
    * Fetches into a file: written beside it under a temporary name and renamed into place only
    * when the whole object verified — a failed get leaves no file at `path`.
    */
@@ -162,14 +219,7 @@ export class AgentClient {
       const file = await open(temp, 'w')
       let size: number
       try {
-        const answer = await this.get(oid, o)
-        const { stream, length } = answer
-        size = answer.size
-        let received = 0
-        await pipeline(stream, async function * (src: AsyncIterable<Buffer>) {
-          for await (const b of src) { received += b.byteLength; o.onProgress?.(received, length); yield b }
-        }, file.createWriteStream())
-        if (Number.isFinite(length) && received !== length) throw new TruncatedError(`got ${received} of ${length} bytes`)
+        ;({ size } = await this.getToFd(oid, file.fd, o))
       } finally {
         await file.close().catch(() => {})
       }
@@ -203,6 +253,18 @@ export class AgentClient {
   }
 
   async close (): Promise<void> {
+    await this.bulk?.close()
     await this.dispatcher.close()
+  }
+
+  /** The bulk client (see getToFd), for an `http:` agent URL. */
+  private bulkClient (): HttpClient {
+    if (this.bulk === undefined) {
+      const u = new URL(this.url)
+      if (u.protocol !== 'http:') throw new BerthError('ERR_BAD_REQUEST', `agent URL must be http://HOST:PORT, got ${this.url}`, 400)
+      // No read timeout, as for `get`: the caller's signal is the way to give up.
+      this.bulk = new HttpClient(u.hostname.replace(/^\[(.*)\]$/, '$1'), Number(u.port !== '' ? u.port : 80), { who: 'agent', timeoutMs: 0, connections: 2 })
+    }
+    return this.bulk
   }
 }

@@ -6,7 +6,8 @@ import { describe, it, after } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { randomBytes } from 'node:crypto'
-import { FrameClient, PeerStatusError, type Frame } from '../../src/agent/plugins/frame-client.ts'
+import { FrameClient, type Frame } from '../../src/agent/plugins/frame-client.ts'
+import { HttpStatusError } from '../../src/core/http-client.ts'
 import { MISSING } from '../../src/core/wire.ts'
 import { MAX_CHUNK } from '../../src/core/chunker/types.ts'
 
@@ -126,12 +127,12 @@ describe('FrameClient', () => {
     await client.close()
   })
 
-  it('turns an error status into PeerStatusError with the remote code', async () => {
+  it('turns an error status into HttpStatusError with the remote code', async () => {
     const { client } = await server(socket => {
       const json = JSON.stringify({ error: { code: 'ERR_NOT_FOUND', message: 'nope' } })
       socket.write(`HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: ${json.length}\r\n\r\n${json}`)
     })
-    await assert.rejects(collect(client), (err: unknown) => err instanceof PeerStatusError && err.statusCode === 404 && err.remoteCode === 'ERR_NOT_FOUND' && err.code === 'ERR_SOURCE')
+    await assert.rejects(collect(client), (err: unknown) => err instanceof HttpStatusError && err.statusCode === 404 && err.remoteCode === 'ERR_NOT_FOUND' && err.code === 'ERR_SOURCE')
     await client.close()
   })
 

@@ -1,6 +1,5 @@
 import { open, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import { Option, type Command } from 'commander'
 import { BerthError, TruncatedError } from '../../core/errors.ts'
 import { type Hint, parseHint } from '../../core/hints.ts'
@@ -29,13 +28,8 @@ export function registerGet (program: Command): void {
       let bar: Progress | undefined
       try {
         if (toStdout) {
-          const { stream, length } = await client.get(oid, { hints })
-          bar = progressBar('get', length, options)
-          let received = 0
-          await pipeline(stream, async function * (src: AsyncIterable<Buffer>) {
-            for await (const b of src) { received += b.byteLength; bar!.update(received); yield b }
-          }, process.stdout)
-          if (Number.isFinite(length) && received !== length) throw new TruncatedError(`got ${received} of ${length} bytes`)
+          // Straight from the socket to fd 1 (see AgentClient.getToFd).
+          await client.getToFd(oid, 1, { hints, onProgress: (n, total) => { bar ??= progressBar('get', total, options); bar.update(n) } })
           return
         }
         const path = resolve(options.output!)
