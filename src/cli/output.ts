@@ -45,10 +45,12 @@ const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNR
 
 /** The commonest failure — no agent where we looked — deserves words, not a socket error. */
 function explainNetworkError (err: unknown): unknown {
-  const e = err as { code?: string, message?: string, address?: string, port?: number }
-  if (err instanceof BerthError || e?.code === undefined || !UNREACHABLE.has(e.code)) return err
+  // The SDK's own client wraps the socket error (ERR_SOURCE, with the socket error as cause).
+  const raw = err instanceof BerthError && (err.cause as { syscall?: string } | undefined)?.syscall === 'connect' ? err.cause : err
+  const e = raw as { code?: string, message?: string, address?: string, port?: number }
+  if (raw instanceof BerthError || e?.code === undefined || !UNREACHABLE.has(e.code)) return err
   const where = e.address !== undefined ? ` ${e.address}${e.port !== undefined ? `:${e.port}` : ''}` : ''
-  return new BerthError('ERR_UNREACHABLE', `cannot reach the agent${where} (${e.code}); is it running? (berth start / berth agent, or --agent URL / $BERTH_AGENT)`, 502, { cause: err })
+  return new BerthError('ERR_UNREACHABLE', `cannot reach the agent${where} (${e.code}); is it running? (berth start / berth agent, or --agent URL / $BERTH_AGENT)`, 502, { cause: raw })
 }
 
 /** Own enumerable fields of an error subclass (e.g. a remote exit code) belong in its JSON. */

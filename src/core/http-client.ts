@@ -290,7 +290,9 @@ class Connection {
         length = Number(value)
       } else if (name === 'connection' && value.toLowerCase().includes('close')) this.keepAlive = false
     }
-    if (this.chunked) this.segment = 'size'
+    // 1xx, 204 and 304 answers never have a body (RFC 9112 §6.3), whatever their headers say.
+    const bodyless = this.status < 200 || this.status === 204 || this.status === 304
+    if (bodyless) { this.chunked = false; this.segLeft = 0 } else if (this.chunked) this.segment = 'size'
     else if (length !== undefined) this.segLeft = length
     else throw new SourceError(`${this.who} response has neither Content-Length nor chunked encoding`)
     if (this.ok()) this.consumer!.head?.({ status: this.status, headers })

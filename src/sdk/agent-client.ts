@@ -14,7 +14,7 @@ import { createReadStream, writeSync } from 'node:fs'
 import { rename, rm, open } from 'node:fs/promises'
 import { isAbsolute, resolve, dirname, basename, join } from 'node:path'
 import type { Readable } from 'node:stream'
-import { request, Agent as Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import { BerthError, TruncatedError } from '../core/errors.ts'
 import { type BodyConsumer, CutOffError, HttpClient, HttpStatusError } from '../core/http-client.ts'
 import { type Hint, formatHint } from '../core/hints.ts'
@@ -99,15 +99,62 @@ function writeFully (fd: number, bytes: Uint8Array): void {
   }
 }
 
+/** Collects a small body (JSON answers). */
+function collectBody (limit = 16 * 1024 * 1024): BodyConsumer<never> & { text: () => string } {
+  const parts: Buffer[] = []
+  let bytes = 0
+  const add = (b: Uint8Array): void => {
+    bytes += b.byteLength
+    if (bytes > limit) throw new BerthError('ERR_BAD_RESPONSE', `agent answer over ${limit} bytes`, 502)
+    parts.push(Buffer.from(b))
+  }
+  return {
+    directTarget: () => undefined,
+    landed: () => {},
+    feed: add,
+    end: () => {},
+    drain: () => [],
+    text: () => Buffer.concat(parts).toString('utf8')
+  }
+}
+
+/** An agent's error answer as the BerthError it describes. */
+function fromStatus (err: HttpStatusError): BerthError {
+  return new BerthError(err.remoteCode !== '' ? err.remoteCode : 'ERR_HTTP', err.remoteMessage !== '' ? err.remoteMessage : err.message, err.statusCode)
+}
+
 export class AgentClient {
   readonly url: string
-  private readonly dispatcher: Dispatcher
+  /** undici, for the streaming calls (put of a stream, get as a stream); loaded when first needed */
+  private undici: Promise<{ request: typeof import('undici').request, dispatcher: Dispatcher }> | undefined
+  /** everything else (see src/core/http-client.ts): no undici to load for a CLI command */
   private bulk: HttpClient | undefined
 
   constructor (url: string = DEFAULT_AGENT_URL) {
     this.url = url.replace(/\/+$/, '')
-    // Long transfers: no body timeout; the caller's signal is the way to give up.
-    this.dispatcher = new Dispatcher({ bodyTimeout: 0, headersTimeout: 0 })
+  }
+
+  /** Loading undici costs ~60 ms (it pulls in http2 and the fetch stack): only the streaming calls pay it. */
+  private async streaming (): Promise<{ request: typeof import('undici').request, dispatcher: Dispatcher }> {
+    // undici is CommonJS: bundled or loaded through tsx, its exports may sit under `default`.
+    this.undici ??= import('undici').then(m => (typeof m.Agent === 'function' ? m : m.default) as typeof m).then(u => ({
+      request: u.request,
+      // Long transfers: no body timeout; the caller's signal is the way to give up.
+      dispatcher: new u.Agent({ bodyTimeout: 0, headersTimeout: 0 })
+    }))
+    return await this.undici
+  }
+
+  /** A request whose answer is small: its JSON (or nothing for 204); agent errors as BerthErrors. */
+  private async call (method: 'GET' | 'POST' | 'DELETE', path: string, signal?: AbortSignal): Promise<unknown> {
+    const body = collectBody()
+    try {
+      for await (const _ of this.bulkClient().request({ method, path, signal }, body)) { /* no items */ }
+    } catch (err) {
+      throw err instanceof HttpStatusError ? fromStatus(err) : err
+    }
+    const text = body.text()
+    return text === '' ? undefined : JSON.parse(text)
   }
 
   /** put: stores the object with the agent; returns its OID and the hints to fetch it by. */
@@ -122,22 +169,26 @@ export class AgentClient {
     }
     if (input.path !== undefined) {
       params.set('path', isAbsolute(input.path) ? input.path : resolve(input.path))
-    } else body = input.stream ?? input.bytes ?? new Uint8Array(0)
+      try {
+        return await this.call('POST', `/v1/objects?${params}`, o.signal) as PutResult
+      } catch (err) {
+        // The agent may not read this path (another host's agent, or outside its roots): send the bytes.
+        if ((err as BerthError).code === 'ERR_PATH_NOT_ALLOWED' || (err as BerthError).code === 'ERR_NOT_FOUND') {
+          return await this.put({ stream: createReadStream(input.path) }, o)
+        }
+        throw err
+      }
+    }
+    body = input.stream ?? input.bytes ?? new Uint8Array(0)
+    const { request, dispatcher } = await this.streaming()
     const res = await request(`${this.url}/v1/objects?${params}`, {
       method: 'POST',
       body: body as Readable,
       headers: { 'content-type': 'application/octet-stream' },
       signal: o.signal,
-      dispatcher: this.dispatcher
+      dispatcher
     })
-    if (res.statusCode !== 201) {
-      const err = await errorFrom(res.statusCode, res.body)
-      // The agent may not read this path (another host's agent, or outside its roots): send the bytes.
-      if (input.path !== undefined && (err.code === 'ERR_PATH_NOT_ALLOWED' || err.code === 'ERR_NOT_FOUND')) {
-        return await this.put({ stream: createReadStream(input.path) }, o)
-      }
-      throw err
-    }
+    if (res.statusCode !== 201) throw await errorFrom(res.statusCode, res.body)
     return await res.body.json() as PutResult
   }
 
@@ -146,7 +197,8 @@ export class AgentClient {
     const headers: Record<string, string> = {}
     if (o.range !== undefined) headers.range = `bytes=${o.range.start}-${o.range.end ?? ''}`
     const q = hintParams(o.hints)
-    const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}${q !== '' ? '?' + q : ''}`, { headers, signal: o.signal, dispatcher: this.dispatcher })
+    const { request, dispatcher } = await this.streaming()
+    const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}${q !== '' ? '?' + q : ''}`, { headers, signal: o.signal, dispatcher })
     if (res.statusCode !== 200 && res.statusCode !== 206) throw await errorFrom(res.statusCode, res.body)
     const size = Number(res.headers['berth-size'])
     const length = Number(res.headers['content-length'])
@@ -159,7 +211,8 @@ export class AgentClient {
    */
   async * getAnyOrder (oid: string, o: GetOptions = {}): AsyncGenerator<{ offset: number, bytes: Uint8Array }> {
     const q = hintParams(o.hints)
-    const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}?order=any${q !== '' ? '&' + q : ''}`, { signal: o.signal, dispatcher: this.dispatcher })
+    const { request, dispatcher } = await this.streaming()
+    const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}?order=any${q !== '' ? '&' + q : ''}`, { signal: o.signal, dispatcher })
     if (res.statusCode !== 200) throw await errorFrom(res.statusCode, res.body)
     if (!String(res.headers['content-type']).startsWith(OFFSET_FRAMES_TYPE)) throw new BerthError('ERR_BAD_RESPONSE', 'agent did not answer with offset frames', 502)
     for await (const f of readFrames(res.body, OFFSET_HEADER, offsetFrameLength)) {
@@ -198,7 +251,7 @@ export class AgentClient {
     try {
       for await (const _ of this.bulkClient().request({ method: 'GET', path: `/v1/objects/${encodeURIComponent(oid)}${q !== '' ? '?' + q : ''}`, headers, signal: o.signal }, consumer)) { /* no items */ }
     } catch (err) {
-      if (err instanceof HttpStatusError) throw new BerthError(err.remoteCode !== '' ? err.remoteCode : 'ERR_HTTP', err.remoteMessage !== '' ? err.remoteMessage : err.message, err.statusCode)
+      if (err instanceof HttpStatusError) throw fromStatus(err)
       // The agent cuts a response off when the object fails verification after bytes went out.
       if (err instanceof CutOffError) throw new TruncatedError(`got ${received} of ${length} bytes: ${err.message}`)
       throw err
@@ -233,28 +286,20 @@ export class AgentClient {
 
   /** done: the application no longer needs the object (DOT's GTC_done). */
   async done (oid: string, o: { signal?: AbortSignal } = {}): Promise<void> {
-    const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}`, { method: 'DELETE', signal: o.signal, dispatcher: this.dispatcher })
-    if (res.statusCode !== 204) throw await errorFrom(res.statusCode, res.body)
-    await res.body.dump()
+    await this.call('DELETE', `/v1/objects/${encodeURIComponent(oid)}`, o.signal)
   }
 
   async status (o: { signal?: AbortSignal } = {}): Promise<unknown> {
-    return await this.json('/v1/status', o.signal)
+    return await this.call('GET', '/v1/status', o.signal)
   }
 
   async list (o: { signal?: AbortSignal, limit?: number } = {}): Promise<{ objects: Array<{ oid: string, size: number, chunks: number, createdAt: number }> }> {
-    return await this.json(`/v1/objects?limit=${o.limit ?? 1000}`, o.signal) as never
-  }
-
-  private async json (path: string, signal?: AbortSignal): Promise<unknown> {
-    const res = await request(this.url + path, { signal, dispatcher: this.dispatcher })
-    if (res.statusCode !== 200) throw await errorFrom(res.statusCode, res.body)
-    return await res.body.json()
+    return await this.call('GET', `/v1/objects?limit=${o.limit ?? 1000}`, o.signal) as never
   }
 
   async close (): Promise<void> {
     await this.bulk?.close()
-    await this.dispatcher.close()
+    if (this.undici !== undefined) await (await this.undici).dispatcher.close()
   }
 
   /** The bulk client (see getToFd), for an `http:` agent URL. */
