@@ -10,7 +10,11 @@ import { setFlagsFromString } from 'node:v8'
 // with its optimizing tier in the background, and a process waits for that at exit (~75 ms per
 // command, measured). The baseline compiler alone is plenty for a handful of requests. The
 // daemons keep the optimizing tier: they parse for hours.
-if (!['agent', 'start'].includes(process.argv[2])) setFlagsFromString('--liftoff-only')
+const daemon = ['agent', 'start'].includes(process.argv[2])
+if (!daemon) setFlagsFromString('--liftoff-only')
+// Daemons: V8 otherwise lets the heap grow to ~3x its live data between full collections, and a
+// transfer allocates fast. Measured on a 4 GiB get: receiver peak RSS 270 → 192 MB, same speed.
+if (daemon) setFlagsFromString('--optimize-for-size')
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const pointer = join(root, 'dist', 'current')
