@@ -3,8 +3,6 @@
  * multihash of its bytes. The same digest is also accepted as an RFC 6920 `ni:` URI.
  */
 import { CID } from 'multiformats/cid'
-import * as Digest from 'multiformats/hashes/digest'
-import { base32 } from 'multiformats/bases/base32'
 import { InvalidCidError, InvalidOidError } from './errors.ts'
 
 export const RAW_CODEC = 0x55
