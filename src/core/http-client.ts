@@ -52,6 +52,15 @@ export class HttpStatusError extends SourceError {
   }
 }
 
+/** The `{error: {code, message}}` body every Berth server answers errors with ('' where absent). */
+export function parseErrorBody (text: string): { code: string, message: string } {
+  try {
+    const e = JSON.parse(text)?.error
+    if (typeof e?.code === 'string') return { code: e.code, message: String(e.message ?? '') }
+  } catch {}
+  return { code: '', message: text.slice(0, 300) }
+}
+
 /** The connection ended before the response did. */
 export class CutOffError extends SourceError {}
 
@@ -347,13 +356,7 @@ class Connection {
   }
 
   private statusError (): HttpStatusError {
-    const text = Buffer.concat(this.errorBody).toString('utf8')
-    let code = ''
-    let message = text.slice(0, 300)
-    try {
-      const e = JSON.parse(text)?.error
-      if (typeof e?.code === 'string') { code = e.code; message = String(e.message ?? '') }
-    } catch {}
+    const { code, message } = parseErrorBody(Buffer.concat(this.errorBody).toString('utf8'))
     return new HttpStatusError(this.status, code, message, this.who)
   }
 }

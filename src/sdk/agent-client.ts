@@ -16,7 +16,7 @@ import { isAbsolute, resolve, dirname, basename, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { BerthError, TruncatedError } from '../core/errors.ts'
-import { type BodyConsumer, CutOffError, HttpClient, HttpStatusError } from '../core/http-client.ts'
+import { type BodyConsumer, CutOffError, HttpClient, HttpStatusError, parseErrorBody } from '../core/http-client.ts'
 import { type Hint, formatHint } from '../core/hints.ts'
 import type { ChunkerSpec } from '../core/chunker/types.ts'
 import { OFFSET_FRAMES_TYPE, OFFSET_HEADER, offsetFrameLength, offsetFrameOffset, readFrames } from '../core/wire.ts'
@@ -60,11 +60,8 @@ function chunkerParam (spec: ChunkerSpec | string | undefined): string {
 export async function errorFrom (statusCode: number, body: { text: () => Promise<string> }): Promise<BerthError> {
   let text = ''
   try { text = await body.text() } catch {}
-  try {
-    const e = JSON.parse(text).error
-    if (typeof e?.code === 'string') return new BerthError(e.code, String(e.message ?? e.code), statusCode)
-  } catch {}
-  return new BerthError('ERR_HTTP', `HTTP ${statusCode}: ${text.slice(0, 200)}`, statusCode)
+  const { code, message } = parseErrorBody(text)
+  return fromStatus(new HttpStatusError(statusCode, code, message, 'agent'))
 }
 
 function hintParams (hints: GetOptions['hints']): string {

@@ -9,6 +9,7 @@ import type { Descriptor } from '../../core/chunker/types.ts'
 import type { Hint } from '../../core/hints.ts'
 import { SourceError, toBerthError } from '../../core/errors.ts'
 import { chunkFrameCid, readManifest } from '../../core/wire.ts'
+import { HttpStatusError, parseErrorBody } from '../../core/http-client.ts'
 import { FrameClient } from './frame-client.ts'
 import type { ChunkResult, ManifestStream, PluginCallOptions, TransferPlugin } from '../plugin.ts'
 
@@ -26,15 +27,12 @@ export function peerOrigin (hint: Hint): string {
   return `http://${u.host}`
 }
 
-async function failureOf (res: { statusCode: number, body: AsyncIterable<Uint8Array> & { text: () => Promise<string> } }): Promise<SourceError> {
-  let detail = ''
-  try { detail = (await res.body.text()).slice(0, 300) } catch {}
-  let code = ''
-  try { code = JSON.parse(detail)?.error?.code ?? '' } catch {}
-  const err = new SourceError(`peer answered ${res.statusCode}${code !== '' ? ' ' + code : ''}`)
-  ;(err as SourceError & { remoteCode?: string, statusCode?: number }).remoteCode = code
-  ;(err as SourceError & { statusCode?: number }).statusCode = res.statusCode
-  return err
+/** A peer's error answer, as the same error the chunk path gives. */
+async function failureOf (res: { statusCode: number, body: { text: () => Promise<string> } }): Promise<HttpStatusError> {
+  let text = ''
+  try { text = await res.body.text() } catch {}
+  const { code, message } = parseErrorBody(text)
+  return new HttpStatusError(res.statusCode, code, message, 'peer')
 }
 
 export class PeerPlugin implements TransferPlugin {
