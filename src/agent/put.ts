@@ -4,12 +4,14 @@
  * in the store only at commit — after its bytes are durable. A failure at any point (bad input,
  * truncated upload, abort) stores no object.
  */
-import { createChunker, type ChunkerSpec, type Descriptor } from '../core/chunker/index.ts'
+import { createChunker, type ChunkerSpec } from '../core/chunker/index.ts'
 import type { ChunkingPipeline, PipelineOptions } from '../core/chunker/pipeline.ts'
 import type { HashPool } from '../core/hash-pool.ts'
 import type { ChunkStore, ObjectInfo } from '../store/types.ts'
 import { stat } from 'node:fs/promises'
 import { BadRequestError } from '../core/errors.ts'
+import { PackedManifest } from '../core/manifest.ts'
+import { digestFromName } from '../core/naming.ts'
 
 async function regularFile (path: string): Promise<string> {
   if (!(await stat(path)).isFile()) throw new BadRequestError(`${path} is not a regular file`)
@@ -38,7 +40,8 @@ export async function putObject (source: PutSource, store: ChunkStore, pool: Has
     ? chunker.fromFile(await regularFile(source.path), pipelineOptions)
     : chunker.pipeline(source.stream!, pipelineOptions)
   const writer = store.openWriter()
-  const descriptors: Descriptor[] = []
+  // Packed: ~36 B per chunk, where descriptor objects would cost ~10× that (65,536 chunks in 4 GiB).
+  const manifest = PackedManifest.empty()
   // Block writes overlap: a direct write waits for the disk, and the next block is ready by then.
   const writing = new Set<Promise<void>>()
   try {
@@ -49,11 +52,11 @@ export async function putObject (source: PutSource, store: ChunkStore, pool: Has
       // Handled where it is awaited (race, all); this only keeps a failure that lands between awaits from counting as unhandled.
       write.catch(() => {})
       writing.add(write)
-      for (const c of block.chunks) descriptors.push({ cid: c.cid, offset: c.offset, length: c.length })
+      for (const c of block.chunks) manifest.push(digestFromName(c.cid), c.length)
       if (writing.size >= WRITES_IN_FLIGHT) await Promise.race(writing)
     }
     await Promise.all(writing)
-    return await writer.commit(pipeline.oid!, descriptors)
+    return await writer.commit(pipeline.oid!, manifest)
   } catch (err) {
     // No write may still use a block once it is back in the pool.
     await Promise.allSettled(writing)

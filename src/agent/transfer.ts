@@ -19,6 +19,7 @@ import type { Descriptor } from '../core/chunker/types.ts'
 import { type Hint, orderHints } from '../core/hints.ts'
 import { type HashPool, type SharedBlock, SharedBlockPool, type StreamHasher } from '../core/hash-pool.ts'
 import { AbortedError, BerthError, HashMismatchError, NoSourceError, SourceError, toBerthError } from '../core/errors.ts'
+import { PackedManifest } from '../core/manifest.ts'
 import { digestFromName } from '../core/naming.ts'
 import type { ByteRange } from '../core/range.ts'
 import type { BlockSlice, ChunkStore, ObjectWriter } from '../store/types.ts'
@@ -108,7 +109,11 @@ export class Transfer {
   readonly startedAt = Date.now()
 
   private readonly sources: Source[]
-  private readonly descriptors: Descriptor[] = []
+  /** the whole manifest as it came, packed (~36 B per chunk), for the commit */
+  private readonly manifest = PackedManifest.empty()
+  /** descriptors from `dropped` on (the cursor's and those ahead of it); older ones are let go */
+  private ahead: Descriptor[] = []
+  private dropped = 0
   private readonly entries = new Map<string, Entry>()
   private readonly queue: Entry[] = []
   private manifestDone = false
@@ -202,8 +207,11 @@ export class Transfer {
     try {
       for await (const d of descriptors) {
         // Bounded read-ahead: per-chunk state is made only this far beyond the cursor.
-        while (this.descriptors.length - this.cursor >= MAX_AHEAD) { this.check(); await this.changed.wait() }
-        this.descriptors.push(d)
+        while (this.manifest.count - this.cursor >= MAX_AHEAD) { this.check(); await this.changed.wait() }
+        // Plugins parse their wire format; the tiling of the object is checked here for all of them.
+        if (d.offset !== this.manifest.size) throw new SourceError(`manifest descriptor at offset ${d.offset} where ${this.manifest.size} was due`)
+        this.manifest.push(digestFromName(d.cid), d.length)
+        this.ahead.push(d)
         let e = this.entries.get(d.cid)
         if (e === undefined) {
           e = { cid: d.cid, length: d.length, status: 'wanted', uses: 0, firstOffset: d.offset, positions: [] }
@@ -214,7 +222,7 @@ export class Transfer {
         // One cid, one length: a manifest that says otherwise is lying about its bytes.
         if (e.length !== d.length) throw new SourceError(`manifest gives chunk ${d.cid} two lengths (${e.length} and ${d.length})`)
         e.uses++
-        e.positions.push(this.descriptors.length - 1)
+        e.positions.push(this.manifest.count - 1)
         this.schedule()
         this.changed.wake()
       }
@@ -382,7 +390,7 @@ export class Transfer {
     for (const i of e.positions) {
       if (i < this.cursor || this.emitted.has(i)) continue
       this.emitted.add(i)
-      this.pushAny(this.descriptors[i].offset, e.bytes!, e.block)
+      this.pushAny(this.descriptorAt(i).offset, e.bytes!, e.block)
     }
   }
 
@@ -396,12 +404,17 @@ export class Transfer {
     this.changed.wake()
   }
 
+  /** Descriptor number `i` of the manifest; only those from the cursor on are kept. */
+  private descriptorAt (i: number): Descriptor {
+    return this.ahead[i - this.dropped]
+  }
+
   /** Waits until the descriptor at the cursor has its bytes, and returns them. */
   private async nextInOrder (): Promise<{ d: Descriptor, bytes: Uint8Array } | undefined> {
     for (;;) {
       this.check()
-      if (this.cursor < this.descriptors.length) {
-        const d = this.descriptors[this.cursor]
+      if (this.cursor < this.manifest.count) {
+        const d = this.descriptorAt(this.cursor)
         const e = this.entries.get(d.cid)!
         let bytes: Uint8Array | undefined
         if (e.status === 'local') bytes = await this.deps.store.get(d.cid, { signal: this.controller.signal })
@@ -429,8 +442,13 @@ export class Transfer {
     }
     this.cursor++
     this.cursorOffset = d.offset + d.length
+    // Descriptors behind the cursor go in steps: one splice per 4096 keeps it linear.
+    if (this.cursor - this.dropped >= 4096) {
+      this.ahead.splice(0, this.cursor - this.dropped)
+      this.dropped = this.cursor
+    }
     this.schedule()
-    if (this.descriptors.length - this.cursor === MAX_AHEAD - 1) this.changed.wake()
+    if (this.manifest.count - this.cursor === MAX_AHEAD - 1) this.changed.wake()
   }
 
   /** Walks the object in order: hashes it, and yields bytes for ordered output. */
@@ -477,7 +495,7 @@ export class Transfer {
       if (Buffer.compare(digest, digestFromName(this.oid)) !== 0) {
         throw new HashMismatchError(`the assembled object does not hash to ${this.oid}: the manifest was wrong`)
       }
-      await this.writer.commit(this.oid, this.descriptors)
+      await this.writer.commit(this.oid, this.manifest)
       this.deps.metrics.objectsCompleted.inc()
       // The last piece goes out only now: a reader that has every byte may take the object as
       // verified (a Content-Length response is complete), so it must not see them earlier.

@@ -1,13 +1,10 @@
 /**
- * What the stores share: chunk names as map keys and digests, the manifest checks a commit
- * makes, and the pin counts that keep an open writer's chunks from being collected.
+ * What the stores share: chunk names as map keys and digests, slice checks, and the pin counts
+ * that keep an open writer's chunks from being collected (memory store).
  */
 import { canonicalDigest, cidFromDigest, digestFromName } from '../core/naming.ts'
 import { BadRequestError, InvalidCidError, type InvalidOidError } from '../core/errors.ts'
-import type { BlockSlice, Descriptor } from './types.ts'
-
-/** Chunk lengths are kept as uint32 in manifests; no chunker may cut larger. */
-const MAX_CHUNK_LENGTH = 0xffffffff
+import type { BlockSlice } from './types.ts'
 
 export interface ParsedName {
   /** the canonical spelling: the key of every map in the stores */
@@ -25,44 +22,6 @@ export function parseName (name: string, ErrorClass: typeof InvalidCidError | ty
 
 export function sameDigest (a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.compare(a, b) === 0
-}
-
-export interface DistinctChunk { key: string, digest: Buffer, length: number }
-
-export interface CheckedManifest {
-  size: number
-  /** each chunk once, in first-use order: references are counted once per object */
-  distinct: DistinctChunk[]
-  /** per descriptor: its index in `distinct` */
-  order: Uint32Array
-}
-
-/**
- * Refuses a manifest that cannot describe an object: offsets must run contiguously from 0 and
- * one cid must always have the same length (its bytes are fixed by its hash).
- */
-export function checkManifest (descriptors: readonly Descriptor[]): CheckedManifest {
-  const distinct: DistinctChunk[] = []
-  const indexOf = new Map<string, number>()
-  const order = new Uint32Array(descriptors.length)
-  let size = 0
-  for (let i = 0; i < descriptors.length; i++) {
-    const { cid, offset, length } = descriptors[i]
-    if (!Number.isSafeInteger(length) || length < 1 || length > MAX_CHUNK_LENGTH) throw new BadRequestError(`descriptor ${i}: bad length ${String(length)}`)
-    if (offset !== size) throw new BadRequestError(`descriptor ${i}: offset ${String(offset)} should be ${size} (descriptors must be contiguous, in order)`)
-    const { key, digest } = parseName(cid)
-    let index = indexOf.get(key)
-    if (index === undefined) {
-      index = distinct.length
-      indexOf.set(key, index)
-      distinct.push({ key, digest, length })
-    } else if (distinct[index].length !== length) {
-      throw new BadRequestError(`descriptor ${i}: chunk ${key} appears with lengths ${distinct[index].length} and ${length}`)
-    }
-    order[i] = index
-    size += length
-  }
-  return { size, distinct, order }
 }
 
 /** Refuses a slice that does not lie inside its block (subarray would silently clamp it). */

@@ -4,11 +4,23 @@
  *   dir/packs/000001.pack …   chunk bytes, back to back; a pack is appended to until ~packSize
  *   dir/index.sqlite          chunks (digest → pack, position, length, refs), objects, manifests
  *
- * Crash safety rests on one ordering: a commit first waits for its chunk bytes to be flushed
- * (fdatasync of every pack they went to), then writes every index row in one transaction. So a
- * row never points at bytes that were not written, and an object is listed only when all of its
- * chunks are. A writer that dies before commit leaves bytes no row points at: dead space in a
- * pack, reclaimed when gc compacts that pack.
+ * A writer indexes its chunks as soon as their bytes are written: a row with no reference,
+ * stamped with the store's clock (`seq`). So a writer keeps no state per chunk until commit
+ * (a 4 GiB object has 65,536 chunks), and other writers and gets see the chunks at once.
+ * Crash safety rests on two rules:
+ *  - a commit first waits for its chunks' bytes to be written and, for a durable writer, flushed
+ *    (fdatasync of every pack with unflushed writes), then records the object and one reference
+ *    per distinct chunk in one transaction: an object is listed only when all of its chunks are;
+ *  - an unreferenced row a writer made may point at bytes that never reached the disk (power
+ *    loss before the flush), so none is trusted across a restart: opening the store deletes them
+ *    (loose puts, flushed before their row is written, have seq 0 and stay until gc).
+ * Bytes no row points at (a writer that died, deleted rows) are dead space in a pack, reclaimed
+ * when gc compacts it.
+ *
+ * gc deletes unreferenced rows, except those an open writer may rely on: a row's seq is set to
+ * the clock whenever a writer indexes it, finds it unreferenced, or its last reference is
+ * dropped, and the clock ticks when a writer opens; rows stamped since the oldest open writer
+ * started are left alone. No per-chunk pins.
  *
  * SQLite runs in WAL mode with synchronous=FULL when `fsync` is on (each commit is durable once
  * it returns) and NORMAL when it is off (a process crash loses nothing, a power loss may lose the
@@ -32,8 +44,9 @@ import {
   NotFoundError, StoreError, throwIfAborted
 } from '../core/errors.ts'
 import { type HashPool, type SharedBlock, sharedHashPool } from '../core/hash-pool.ts'
-import { DIGEST_LENGTH, cidFromDigest } from '../core/naming.ts'
-import { type CheckedManifest, checkManifest, checkSlice, parseName, Pins, sameDigest } from './common.ts'
+import { type ManifestInput, PackedManifest, packManifest } from '../core/manifest.ts'
+import { cidFromDigest } from '../core/naming.ts'
+import { checkSlice, parseName, sameDigest } from './common.ts'
 import { ALIGN, alignDown, alignUp, DirectIo, STAGE_SIZE } from './direct-io.ts'
 import type { BlockSlice, BorrowedChunk, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions } from './types.ts'
 
@@ -62,8 +75,7 @@ const COMPACT_BELOW_LIVE_RATIO = 0.5
 /** Pooled I/O buffers hold a read batch plus the alignment around it. */
 const IO_BLOCK = READ_BATCH_BYTES + 2 * ALIGN
 const OBJECTS_PAGE = 512
-const MANIFEST_ENTRY = DIGEST_LENGTH + 4
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
 const PACK_NAME = /^(\d+)\.pack$/
 
 const SCHEMA = `
@@ -72,7 +84,8 @@ const SCHEMA = `
     pack INTEGER,               -- NULL: the bytes failed verification; the row keeps its references
     position INTEGER,
     length INTEGER NOT NULL,
-    refs INTEGER NOT NULL DEFAULT 0
+    refs INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL DEFAULT 0  -- with refs = 0: the store's clock when a writer last wrote or relied on it (see gc)
   ) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS chunks_unreferenced ON chunks (refs) WHERE refs = 0;
   CREATE TABLE IF NOT EXISTS objects (
@@ -81,7 +94,7 @@ const SCHEMA = `
     chunks INTEGER NOT NULL,
     created INTEGER NOT NULL
   ) WITHOUT ROWID;
-  -- per descriptor: 32-byte digest then uint32 big-endian length; offsets are the running sum
+  -- a PackedManifest: per descriptor, 32-byte digest then uint32 big-endian length
   CREATE TABLE IF NOT EXISTS manifests (
     oid BLOB PRIMARY KEY,
     entries BLOB NOT NULL
@@ -104,11 +117,13 @@ function storeFailure (err: unknown, doing: string): BerthError {
 class Pack {
   /** bytes handed out so far: where the next append goes */
   end: number
-  /** uncommitted chunks (and loose puts in progress) that point here: gc leaves the pack alone */
+  /** writes in progress whose rows are not in the index yet: gc leaves the pack alone */
   holds = 0
   private readers = 0
   private retired: (() => void) | undefined
   private unflushed = 0
+  /** a write completed since the last flush started */
+  private dirty = false
   private syncQueued: Promise<void> | undefined
   private syncRunning: Promise<void> = Promise.resolve()
   private failure: StoreError | undefined
@@ -177,6 +192,7 @@ class Pack {
       }
     }
     this.unflushed += bytes.byteLength
+    this.dirty = true
     if (this.fsync && flushBehind && this.unflushed >= FLUSH_BEHIND_BYTES) {
       this.unflushed = 0
       // Not awaited: the commit's own sync will wait for it, and a failure sticks to the pack.
@@ -218,6 +234,7 @@ class Pack {
     if (this.syncQueued === undefined) {
       const queued = this.syncRunning.then(async () => {
         this.syncQueued = undefined
+        this.dirty = false
         if (this.failure !== undefined) throw this.failure
         try {
           await (await this.file).datasync()
@@ -231,6 +248,13 @@ class Pack {
       this.syncRunning = queued.catch(ignore)
     }
     return this.syncQueued
+  }
+
+  /** Resolves once every write completed before the call is on stable storage. */
+  async flushed (): Promise<void> {
+    if (this.dirty || this.syncQueued !== undefined) return await this.sync()
+    await this.syncRunning
+    if (this.failure !== undefined) throw this.failure
   }
 
   /** A flush failed: nothing more is appended here (what it holds stays readable and verified). */
@@ -273,16 +297,11 @@ async function syncDirectory (dir: string): Promise<void> {
   try { await handle.sync() } finally { await handle.close() }
 }
 
-/** Chunk bytes a writer has written (or is writing) that no index row points at yet. */
-interface PendingChunk {
-  key: string
-  pack: Pack
-  position: number
-  length: number
-  written: Promise<void>
-  /** writers that rely on these bytes; the entry (and its hold on the pack) lives until the last finishes */
-  holders: number
-}
+/** A run of chunks a writer is writing; `indexed` settles once their rows are in the index (or the write failed). */
+interface RunWrite { indexed: Promise<void> | undefined }
+
+/** A chunk of a run, for its index row. */
+interface WrittenChunk { key: string, digest: Buffer, position: number, length: number }
 
 interface ChunkRow { pack: number, position: number, length: number }
 interface ObjectRow { oid: Buffer, size: number, chunks: number, created: number }
@@ -317,22 +336,25 @@ function sliceSpan (start: number, items: ReadonlyArray<{ position: number, leng
 function prepare (db: Database.Database) {
   return {
     present: db.prepare<[Buffer], number>('SELECT 1 FROM chunks WHERE digest = ? AND pack IS NOT NULL').pluck(),
+    refsOf: db.prepare<[Buffer], number>('SELECT refs FROM chunks WHERE digest = ? AND pack IS NOT NULL').pluck(),
+    touch: db.prepare<[number, Buffer]>('UPDATE chunks SET seq = ? WHERE digest = ? AND refs = 0'),
     locate: db.prepare<[Buffer], ChunkRow>('SELECT pack, position, length FROM chunks WHERE digest = ? AND pack IS NOT NULL'),
-    insertWritten: db.prepare<[Buffer, number, number, number]>(`
-      INSERT INTO chunks (digest, pack, position, length, refs) VALUES (?, ?, ?, ?, 1)
-      ON CONFLICT (digest) DO UPDATE SET refs = refs + 1,
+    // A row that lost its bytes takes these (repairing the objects that use it); one with good bytes keeps them.
+    indexWritten: db.prepare<[Buffer, number, number, number, number]>(`
+      INSERT INTO chunks (digest, pack, position, length, refs, seq) VALUES (?, ?, ?, ?, 0, ?)
+      ON CONFLICT (digest) DO UPDATE SET seq = excluded.seq,
         pack = coalesce(pack, excluded.pack),
         position = CASE WHEN pack IS NULL THEN excluded.position ELSE position END`),
     addReference: db.prepare<[Buffer, number]>('UPDATE chunks SET refs = refs + 1 WHERE digest = ? AND pack IS NOT NULL AND length = ?'),
-    repair: db.prepare<[number, number, Buffer]>('UPDATE chunks SET pack = ?, position = ? WHERE digest = ? AND pack IS NULL'),
-    dropReference: db.prepare<[Buffer]>('UPDATE chunks SET refs = refs - 1 WHERE digest = ?'),
+    dropReference: db.prepare<[number, Buffer]>('UPDATE chunks SET refs = refs - 1, seq = ? WHERE digest = ?'),
     insertLoose: db.prepare<[Buffer, number, number, number]>(`
-      INSERT INTO chunks (digest, pack, position, length, refs) VALUES (?, ?, ?, ?, 0)
+      INSERT INTO chunks (digest, pack, position, length, refs, seq) VALUES (?, ?, ?, ?, 0, 0)
       ON CONFLICT (digest) DO UPDATE SET pack = excluded.pack, position = excluded.position WHERE pack IS NULL`),
     forgetBytes: db.prepare<[Buffer, number, number]>('UPDATE chunks SET pack = NULL, position = NULL WHERE digest = ? AND pack = ? AND position = ?'),
     deleteLost: db.prepare<[Buffer]>('DELETE FROM chunks WHERE digest = ? AND pack IS NULL AND refs = 0'),
-    unreferenced: db.prepare<[], { digest: Buffer, pack: number | null, length: number }>('SELECT digest, pack, length FROM chunks WHERE refs = 0'),
-    deleteUnreferenced: db.prepare<[Buffer]>('DELETE FROM chunks WHERE digest = ? AND refs = 0'),
+    collectable: db.prepare<[number], { chunks: number, bytes: number }>('SELECT count(*) AS chunks, coalesce(sum(CASE WHEN pack IS NULL THEN 0 ELSE length END), 0) AS bytes FROM chunks WHERE refs = 0 AND seq < ?'),
+    deleteCollectable: db.prepare<[number]>('DELETE FROM chunks WHERE refs = 0 AND seq < ?'),
+    dropWriterOrphans: db.prepare('DELETE FROM chunks WHERE refs = 0 AND seq > 0'),
     liveBytes: db.prepare<[], { pack: number, live: number }>('SELECT pack, sum(length) AS live FROM chunks WHERE pack IS NOT NULL GROUP BY pack'),
     chunksIn: db.prepare<[number], { digest: Buffer, position: number, length: number }>('SELECT digest, position, length FROM chunks WHERE pack = ? ORDER BY position'),
     countIn: db.prepare<[number], number>('SELECT count(*) FROM chunks WHERE pack = ?').pluck(),
@@ -356,39 +378,20 @@ function objectInfo (row: ObjectRow): ObjectInfo {
   return { oid: cidFromDigest(row.oid), size: row.size, chunks: row.chunks, createdAt: row.created }
 }
 
-function encodeManifest ({ distinct, order }: CheckedManifest): Buffer {
-  const entries = Buffer.allocUnsafe(order.length * MANIFEST_ENTRY)
-  for (let i = 0; i < order.length; i++) {
-    const chunk = distinct[order[i]]
-    chunk.digest.copy(entries, i * MANIFEST_ENTRY)
-    entries.writeUInt32BE(chunk.length, i * MANIFEST_ENTRY + DIGEST_LENGTH)
-  }
-  return entries
-}
-
-function distinctDigests (entries: Buffer): Buffer[] {
-  const seen = new Set<string>()
-  const out: Buffer[] = []
-  for (let at = 0; at < entries.byteLength; at += MANIFEST_ENTRY) {
-    const digest = entries.subarray(at, at + DIGEST_LENGTH)
-    const key = digest.toString('latin1')
-    if (seen.has(key)) continue
-    seen.add(key)
-    out.push(digest)
-  }
-  return out
-}
-
 export class DiskStore implements ChunkStore {
-  /** chunks written by open writers, not yet in the index; shared so concurrent writers write a chunk once */
-  readonly pending = new Map<string, PendingChunk>()
-  readonly pins = new Pins()
+  /** chunks being written by open writers, not yet indexed; shared so concurrent writers write a chunk once */
+  readonly pending = new Map<string, RunWrite>()
+  /** ticks when a writer opens; rows a writer touches are stamped with it (see gc) */
+  private clock = 0
+  /** open writers and the clock when each opened, oldest first */
+  private readonly writers = new Map<DiskWriter, number>()
   private readonly statements: Statements
   private current: Pack | undefined
   private nextPackId: number
   private gcQueue: Promise<unknown> = Promise.resolve()
   private closed = false
-  private readonly recordTransaction: (oid: Buffer, manifest: CheckedManifest, held: ReadonlyMap<string, PendingChunk>) => ObjectInfo
+  private readonly recordTransaction: (oid: Buffer, manifest: PackedManifest, distinct: Uint32Array) => ObjectInfo
+  private readonly indexTransaction: (pack: Pack, chunks: readonly WrittenChunk[]) => void
   private readonly releaseTransaction: (oid: Buffer) => boolean
   private readonly collectTransaction: () => GcResult
   private readonly moveTransaction: (from: Pack, moves: ReadonlyArray<{ digest: Buffer, from: number, to: Pack, position: number }>, lost: ReadonlyArray<{ digest: Buffer, position: number }>) => void
@@ -410,44 +413,40 @@ export class DiskStore implements ChunkStore {
     if (last !== undefined && last.end < packSize) this.current = last
     const sql = this.statements
 
-    this.recordTransaction = db.transaction((oid, manifest, held) => {
+    this.recordTransaction = db.transaction((oid, manifest, distinct) => {
+      // Already stored: nothing to do (chunks that had lost their bytes were repaired when indexed).
       const existing = sql.object.get(oid)
-      if (existing !== undefined) {
-        // Already stored: only chunks that lost their bytes take the ones this writer brought.
-        for (const chunk of manifest.distinct) {
-          const pending = held.get(chunk.key)
-          if (pending !== undefined) sql.repair.run(pending.pack.id, pending.position, chunk.digest)
-        }
-        return objectInfo(existing)
+      if (existing !== undefined) return objectInfo(existing)
+      for (const i of distinct) {
+        const length = manifest.length(i)
+        if (sql.addReference.run(manifest.digest(i), length).changes === 0) throw new StoreError(`chunk ${cidFromDigest(manifest.digest(i))} (${length} bytes) is not in the store`)
       }
-      for (const chunk of manifest.distinct) {
-        const pending = held.get(chunk.key)
-        if (pending !== undefined) sql.insertWritten.run(chunk.digest, pending.pack.id, pending.position, chunk.length)
-        else if (sql.addReference.run(chunk.digest, chunk.length).changes === 0) throw new StoreError(`chunk ${chunk.key} (${chunk.length} bytes) is not in the store`)
-      }
-      const row: ObjectRow = { oid, size: manifest.size, chunks: manifest.order.length, created: Date.now() }
+      const row: ObjectRow = { oid, size: manifest.size, chunks: manifest.count, created: Date.now() }
       sql.insertObject.run(oid, row.size, row.chunks, row.created)
-      sql.insertManifest.run(oid, encodeManifest(manifest))
+      sql.insertManifest.run(oid, manifest.entries)
       return objectInfo(row)
+    })
+
+    this.indexTransaction = db.transaction((pack, chunks) => {
+      for (const chunk of chunks) sql.indexWritten.run(chunk.digest, pack.id, chunk.position, chunk.length, this.clock)
     })
 
     this.releaseTransaction = db.transaction((oid) => {
       const entries = sql.manifest.get(oid)
       if (entries === undefined) return false
-      for (const digest of distinctDigests(entries)) sql.dropReference.run(digest)
+      const manifest = PackedManifest.decode(entries)
+      for (const i of manifest.distinct()) sql.dropReference.run(this.clock, manifest.digest(i))
       sql.deleteManifest.run(oid)
       sql.deleteObject.run(oid)
       return true
     })
 
     this.collectTransaction = db.transaction(() => {
-      const result: GcResult = { chunks: 0, bytes: 0 }
-      for (const row of sql.unreferenced.all()) {
-        if (this.pins.has(cidFromDigest(row.digest))) continue
-        sql.deleteUnreferenced.run(row.digest)
-        result.chunks++
-        if (row.pack !== null) result.bytes += row.length
-      }
+      // Rows stamped since the oldest open writer started may be what it relies on.
+      let oldest = this.clock + 1
+      for (const start of this.writers.values()) { oldest = start; break }
+      const result = sql.collectable.get(oldest)!
+      sql.deleteCollectable.run(oldest)
       return result
     })
 
@@ -581,11 +580,13 @@ export class DiskStore implements ChunkStore {
 
   openWriter (o: WriterOptions = {}): ObjectWriter {
     this.ensureOpen()
-    return new DiskWriter(this, o.durable ?? true)
+    const writer = new DiskWriter(this, o.durable ?? true)
+    this.writers.set(writer, ++this.clock)
+    return writer
   }
 
-  async putManifest (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo> {
-    return await this.openWriter().commit(oid, descriptors)
+  async putManifest (oid: string, manifest: ManifestInput): Promise<ObjectInfo> {
+    return await this.openWriter().commit(oid, manifest)
   }
 
   async stat (oid: string): Promise<ObjectInfo | undefined> {
@@ -596,12 +597,10 @@ export class DiskStore implements ChunkStore {
   async * manifest (oid: string, o: ReadOptions = {}): AsyncIterable<Descriptor> {
     const entries = this.sql().manifest.get(parseName(oid, InvalidOidError).digest)
     if (entries === undefined) throw new NotFoundError(`object ${oid} is not stored`)
-    let offset = 0
-    for (let at = 0; at < entries.byteLength; at += MANIFEST_ENTRY) {
-      if ((at & 0xffff) === 0) throwIfAborted(o.signal)
-      const length = entries.readUInt32BE(at + DIGEST_LENGTH)
-      yield { cid: cidFromDigest(entries.subarray(at, at + DIGEST_LENGTH)), offset, length }
-      offset += length
+    let n = 0
+    for (const descriptor of PackedManifest.decode(entries).descriptors()) {
+      if ((n++ & 0x7ff) === 0) throwIfAborted(o.signal)
+      yield descriptor
     }
   }
 
@@ -650,8 +649,8 @@ export class DiskStore implements ChunkStore {
     this.io.close()
   }
 
-  // Below: what DiskWriter needs from its store (with `pending`, `pins`, `pool` and `fsync`);
-  // not part of the ChunkStore contract.
+  // Below: what DiskWriter needs from its store (with `pending` and `fsync`); not part of the
+  // ChunkStore contract.
 
   ensureOpen (): void {
     if (this.closed) throw new ClosedError('store is closed')
@@ -659,6 +658,33 @@ export class DiskStore implements ChunkStore {
 
   isPresent (digest: Buffer): boolean {
     return this.sql().present.get(digest) !== undefined
+  }
+
+  /**
+   * Whether a writer can rely on a stored chunk; an unreferenced one is stamped with the clock,
+   * so gc leaves it to the writer.
+   */
+  rely (digest: Buffer): boolean {
+    const sql = this.sql()
+    const refs = sql.refsOf.get(digest)
+    if (refs === undefined) return false
+    if (refs === 0) sql.touch.run(this.clock, digest)
+    return true
+  }
+
+  /** Rows for a run whose bytes are written: unreferenced, stamped with the clock. */
+  index (pack: Pack, chunks: readonly WrittenChunk[]): void {
+    this.ensureOpen()
+    this.indexTransaction(pack, chunks)
+  }
+
+  /** Waits until every write completed so far is on stable storage (every pack with unflushed writes). */
+  async flushAll (): Promise<void> {
+    await Promise.all([...this.packs.values()].map(async pack => await pack.flushed()))
+  }
+
+  writerFinished (writer: DiskWriter): void {
+    this.writers.delete(writer)
   }
 
   /** See Pack.write. */
@@ -679,10 +705,10 @@ export class DiskStore implements ChunkStore {
   }
 
   /** Makes an object exist, in one transaction; see DiskWriter.commit for what must come before. */
-  record (oid: Buffer, manifest: CheckedManifest, held: ReadonlyMap<string, PendingChunk>): ObjectInfo {
+  record (oid: Buffer, manifest: PackedManifest, distinct: Uint32Array): ObjectInfo {
     this.ensureOpen()
     try {
-      return this.recordTransaction(oid, manifest, held)
+      return this.recordTransaction(oid, manifest, distinct)
     } catch (err) {
       throw storeFailure(err, `recording object ${cidFromDigest(oid)}`)
     }
@@ -812,10 +838,9 @@ export class DiskStore implements ChunkStore {
 }
 
 class DiskWriter implements ObjectWriter {
-  /** every chunk this writer wrote or found present: pinned until it finishes */
-  private readonly pinned = new Set<string>()
-  /** chunks whose bytes are in flight or unindexed: written here or by another open writer */
-  private readonly held = new Map<string, PendingChunk>()
+  /** runs written here, or by other writers, whose rows this writer needs before it commits */
+  private readonly waiting = new Set<Promise<void>>()
+  private failure: unknown
   private finished = false
 
   constructor (private readonly store: DiskStore, private readonly durable: boolean) {}
@@ -827,55 +852,54 @@ class DiskWriter implements ObjectWriter {
   async putBlock (bytes: Uint8Array, chunks: readonly BlockSlice[], o: ReadOptions = {}): Promise<void> {
     this.ensureWritable(o)
     const store = this.store
-    const writes: Array<Promise<void>> = []
-    let run: { start: number, end: number, chunks: Array<{ key: string, start: number, length: number }> } | undefined
+    const own: Array<Promise<void>> = []
+    let run: { start: number, end: number, chunks: WrittenChunk[], write: RunWrite } | undefined
 
     const startRun = (): void => {
       if (run === undefined) return
-      const { start, end } = run
+      const { start, end, chunks: runChunks, write } = run
       const { pack, position } = store.reserve(end - start, store.leadOf(bytes.subarray(start, end)))
-      const written = pack.write(bytes.subarray(start, end), position, this.durable)
-      written.catch(ignore) // awaited below and at commit; this only marks it handled for writers that abort
-      writes.push(written)
-      const entries: PendingChunk[] = []
-      for (const chunk of run.chunks) {
-        const entry: PendingChunk = { key: chunk.key, pack, position: position + chunk.start - start, length: chunk.length, written, holders: 1 }
-        pack.holds++
-        store.pending.set(chunk.key, entry)
-        this.held.set(chunk.key, entry)
-        entries.push(entry)
-      }
-      // Failed bytes must not be offered to other writers; this writer's commit will fail on them.
-      written.catch(() => { for (const entry of entries) if (store.pending.get(entry.key) === entry) store.pending.delete(entry.key) })
+      for (const chunk of runChunks) chunk.position += position - start
+      pack.holds++
+      const indexed = pack.write(bytes.subarray(start, end), position, this.durable)
+        .then(() => store.index(pack, runChunks))
+        .finally(() => {
+          pack.holds--
+          // Indexed, or failed: failed bytes must not be offered to other writers either.
+          for (const chunk of runChunks) if (store.pending.get(chunk.key) === write) store.pending.delete(chunk.key)
+        })
+      write.indexed = indexed
+      own.push(indexed)
+      this.wait(indexed)
       run = undefined
     }
 
     for (const slice of chunks) checkSlice(bytes, slice)
-    // Nothing awaits until every run has started: positions are reserved and pending entries
-    // published at once, so a concurrent writer sees them and never writes the same chunk again.
+    // Nothing awaits until every run has started: a chunk is published as pending as soon as it
+    // joins a run, so neither this loop nor a concurrent writer writes it twice.
     for (const { cid, start, length } of chunks) {
       const { key, digest } = parseName(cid)
-      if (this.pinned.has(key)) { startRun(); continue }
-      this.pinned.add(key)
-      store.pins.add(key)
       const pending = store.pending.get(key)
       if (pending !== undefined) {
-        pending.holders++
-        this.held.set(key, pending)
+        // Being written (by this writer's current run when `indexed` is still unset).
+        if (pending.indexed !== undefined) this.wait(pending.indexed)
         startRun()
-      } else if (store.isPresent(digest)) {
+      } else if (store.rely(digest)) {
         startRun()
-      } else if (run !== undefined && run.end === start) {
-        run.chunks.push({ key, start, length })
-        run.end += length
       } else {
-        startRun()
-        run = { start, end: start + length, chunks: [{ key, start, length }] }
+        if (run === undefined || run.end !== start) {
+          startRun()
+          run = { start, end: start, chunks: [], write: { indexed: undefined } }
+        }
+        run.chunks.push({ key, digest, position: start, length })
+        run.end += length
+        store.pending.set(key, run.write)
       }
     }
     startRun()
     try {
-      await Promise.all(writes)
+      // The caller may reuse `bytes` once this returns: wait for this call's own writes.
+      await Promise.all(own)
     } catch (err) {
       throw storeFailure(err, 'writing chunks')
     }
@@ -883,58 +907,56 @@ class DiskWriter implements ObjectWriter {
 
   /**
    * The writer is finished afterwards, whether the commit succeeded or not: a caller that does
-   * not abort after a failed commit leaks no pins.
+   * not abort after a failed commit leaves nothing behind.
    */
-  async commit (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo> {
+  async commit (oid: string, input: ManifestInput): Promise<ObjectInfo> {
     this.ensureWritable({})
     this.finished = true
     try {
       const { digest } = parseName(oid, InvalidOidError)
-      const manifest = checkManifest(descriptors)
-      const written = new Set<Promise<void>>()
-      const packs = new Set<Pack>()
-      for (const chunk of manifest.distinct) {
-        const pending = this.held.get(chunk.key)
-        if (pending === undefined) continue
-        if (pending.length !== chunk.length) throw new StoreError(`chunk ${chunk.key} (${chunk.length} bytes) is not in the store`)
-        written.add(pending.written)
-        packs.add(pending.pack)
-      }
+      const manifest = packManifest(input)
+      const distinct = manifest.distinct()
+      await this.settled()
+      if (this.failure !== undefined) throw storeFailure(this.failure, `writing the chunks of ${oid}`)
       try {
-        await Promise.all(written)
-        if (this.store.fsync && this.durable) await Promise.all([...packs].map(async pack => await pack.sync()))
+        if (this.store.fsync && this.durable) await this.store.flushAll()
       } catch (err) {
         throw storeFailure(err, `flushing the chunks of ${oid}`)
       }
-      return this.store.record(digest, manifest, this.held)
+      return this.store.record(digest, manifest, distinct)
     } finally {
-      await this.release()
+      // After a failure, runs may still be in flight: they end before the writer lets go.
+      await this.settled()
+      this.store.writerFinished(this)
     }
   }
 
   async abort (): Promise<void> {
     if (this.finished) return
     this.finished = true
-    await this.release()
+    // Runs still being written keep their pack held until they end, so gc never deletes under them.
+    await this.settled()
+    this.store.writerFinished(this)
+  }
+
+  /** Keeps track of a run this writer needs; forgets it once it settles (a failure is kept for commit). */
+  private wait (indexed: Promise<void>): void {
+    if (this.waiting.has(indexed)) return
+    this.waiting.add(indexed)
+    indexed.then(() => this.waiting.delete(indexed), (err: unknown) => {
+      this.failure ??= err
+      this.waiting.delete(indexed)
+    })
+  }
+
+  private async settled (): Promise<void> {
+    while (this.waiting.size > 0) await Promise.allSettled([...this.waiting])
   }
 
   private ensureWritable (o: ReadOptions): void {
     this.store.ensureOpen()
     if (this.finished) throw new ClosedError('writer is finished (committed or aborted)')
     throwIfAborted(o.signal)
-  }
-
-  private async release (): Promise<void> {
-    // Writes still running keep their pack held until they end, so gc never deletes under them.
-    await Promise.allSettled(new Set([...this.held.values()].map(entry => entry.written)))
-    for (const key of this.pinned) this.store.pins.delete(key)
-    this.pinned.clear()
-    for (const entry of this.held.values()) {
-      if (--entry.holders > 0) continue
-      if (this.store.pending.get(entry.key) === entry) this.store.pending.delete(entry.key)
-      entry.pack.holds--
-    }
-    this.held.clear()
   }
 }
 
@@ -960,8 +982,12 @@ export async function openDiskStore (options: DiskStoreOptions): Promise<DiskSto
     const version = db.pragma('user_version', { simple: true }) as number
     if (version > SCHEMA_VERSION) throw new StoreError(`${dir} was written by a newer Berth (index schema ${version})`)
     db.transaction(() => {
+      // Schema 1 had no seq: its unreferenced rows are all loose puts (seq 0 = kept).
+      if (version === 1) db!.exec('ALTER TABLE chunks ADD COLUMN seq INTEGER NOT NULL DEFAULT 0')
       db!.exec(SCHEMA)
       db!.pragma(`user_version = ${SCHEMA_VERSION}`)
+      // Rows writers made and no object took: their bytes may not have reached the disk (see top).
+      prepare(db!).dropWriterOrphans.run()
     }).immediate()
     for (const name of await readdir(packDir)) {
       const match = PACK_NAME.exec(name)

@@ -9,8 +9,10 @@
  */
 import { ClosedError, HashMismatchError, InvalidOidError, NotFoundError, StoreError, throwIfAborted } from '../core/errors.ts'
 import { sha256 } from '../core/hash-pool.ts'
-import { checkManifest, checkSlice, parseName, Pins, sameDigest } from './common.ts'
-import type { BlockSlice, BorrowedChunk, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage } from './types.ts'
+import { PackedManifest, packManifest } from '../core/manifest.ts'
+import { cidFromDigest } from '../core/naming.ts'
+import { checkSlice, parseName, Pins, sameDigest } from './common.ts'
+import type { BlockSlice, BorrowedChunk, ChunkStore, Descriptor, GcResult, ManifestInput, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage } from './types.ts'
 
 function ignore (): void {}
 
@@ -26,7 +28,7 @@ function copyOf (bytes: Uint8Array): Uint8Array {
   return new Uint8Array(bytes)
 }
 
-interface StoredObject { info: ObjectInfo, descriptors: Descriptor[] }
+interface StoredObject { info: ObjectInfo, manifest: PackedManifest, distinct: string[] }
 
 export class MemoryStore implements ChunkStore {
   private readonly chunks = new Map<string, StoredChunk>()
@@ -75,8 +77,8 @@ export class MemoryStore implements ChunkStore {
     return new MemoryWriter(this)
   }
 
-  async putManifest (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo> {
-    return await this.openWriter().commit(oid, descriptors)
+  async putManifest (oid: string, manifest: ManifestInput): Promise<ObjectInfo> {
+    return await this.openWriter().commit(oid, manifest)
   }
 
   async stat (oid: string): Promise<ObjectInfo | undefined> {
@@ -89,9 +91,9 @@ export class MemoryStore implements ChunkStore {
     this.ensureOpen()
     const stored = this.objectsByOid.get(parseName(oid, InvalidOidError).key)
     if (stored === undefined) throw new NotFoundError(`object ${oid} is not stored`)
-    for (const descriptor of stored.descriptors) {
+    for (const descriptor of stored.manifest.descriptors()) {
       throwIfAborted(o.signal)
-      yield { ...descriptor }
+      yield descriptor
     }
   }
 
@@ -109,8 +111,8 @@ export class MemoryStore implements ChunkStore {
     const stored = this.objectsByOid.get(key)
     if (stored === undefined) return false
     this.objectsByOid.delete(key)
-    for (const cid of new Set(stored.descriptors.map(d => d.cid))) {
-      const chunk = this.chunks.get(cid)
+    for (const key of stored.distinct) {
+      const chunk = this.chunks.get(key)
       if (chunk !== undefined) chunk.refs--
     }
     return true
@@ -165,21 +167,24 @@ export class MemoryStore implements ChunkStore {
   unpin (key: string): void { this.pins.delete(key) }
 
   /** Makes the object exist; synchronous, so nothing can interleave between check and record. */
-  record (oid: string, descriptors: readonly Descriptor[]): ObjectInfo {
+  record (oid: string, input: ManifestInput): ObjectInfo {
     this.ensureOpen()
     const key = parseName(oid, InvalidOidError).key
     const existing = this.objectsByOid.get(key)
     if (existing !== undefined) return { ...existing.info }
-    const { size, distinct, order } = checkManifest(descriptors)
-    for (const chunk of distinct) {
-      const stored = this.chunks.get(chunk.key)
+    const manifest = packManifest(input)
+    const distinct: string[] = []
+    for (const i of manifest.distinct()) {
+      const chunkKey = cidFromDigest(manifest.digest(i))
+      const stored = this.chunks.get(chunkKey)
       // A descriptor with the wrong length names bytes the store does not have, like a wrong cid.
-      if (stored?.bytes?.byteLength !== chunk.length) throw new StoreError(`chunk ${chunk.key} (${chunk.length} bytes) is not in the store`)
+      if (stored?.bytes?.byteLength !== manifest.length(i)) throw new StoreError(`chunk ${chunkKey} (${manifest.length(i)} bytes) is not in the store`)
+      distinct.push(chunkKey)
     }
-    for (const chunk of distinct) this.chunks.get(chunk.key)!.refs++
-    const info: ObjectInfo = { oid: key, size, chunks: descriptors.length, createdAt: Date.now() }
-    const kept = descriptors.map((d, i) => ({ cid: distinct[order[i]].key, offset: d.offset, length: d.length }))
-    this.objectsByOid.set(key, { info, descriptors: kept })
+    for (const chunkKey of distinct) this.chunks.get(chunkKey)!.refs++
+    const info: ObjectInfo = { oid: key, size: manifest.size, chunks: manifest.count, createdAt: Date.now() }
+    // A copy: a packed manifest handed in may be a view its builder appends to.
+    this.objectsByOid.set(key, { info, manifest: PackedManifest.decode(Buffer.from(manifest.entries)), distinct })
     return { ...info }
   }
 
@@ -213,10 +218,10 @@ class MemoryWriter implements ObjectWriter {
     for (const { cid, start, length } of chunks) this.hold(cid, bytes.subarray(start, start + length))
   }
 
-  async commit (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo> {
+  async commit (oid: string, manifest: ManifestInput): Promise<ObjectInfo> {
     this.ensureWritable({})
     try {
-      return this.store.record(oid, descriptors)
+      return this.store.record(oid, manifest)
     } finally {
       this.finish()
     }

@@ -8,8 +8,9 @@
  * dropped from the store and reported as ERR_HASH_MISMATCH.
  */
 import type { Descriptor } from '../core/chunker/types.ts'
+import type { ManifestInput } from '../core/manifest.ts'
 
-export type { Descriptor }
+export type { Descriptor, ManifestInput }
 
 export interface ObjectInfo {
   oid: string
@@ -60,8 +61,10 @@ export interface ObjectWriter {
    * Makes the object exist: flushes the chunk bytes durably, then records the manifest and a
    * reference from the object to each distinct chunk, in one transaction. Every descriptor's
    * chunk must be present (else ERR_STORE). Committing an object that already exists is a no-op.
+   * The manifest may come packed (PackedManifest): big objects are committed without a
+   * descriptor object per chunk.
    */
-  commit (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo>
+  commit (oid: string, manifest: ManifestInput): Promise<ObjectInfo>
   /** Forgets the pins; the chunks written become collectable unless something references them. */
   abort (): Promise<void>
 }
@@ -87,7 +90,7 @@ export interface ChunkStore {
 
   openWriter (o?: WriterOptions): ObjectWriter
   /** Shortcut: writer + commit for a manifest whose chunks are all present already. */
-  putManifest (oid: string, descriptors: readonly Descriptor[]): Promise<ObjectInfo>
+  putManifest (oid: string, manifest: ManifestInput): Promise<ObjectInfo>
 
   stat (oid: string): Promise<ObjectInfo | undefined>
   /** Descriptors in offset order. ERR_NOT_FOUND if the object is not stored. */
