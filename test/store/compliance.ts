@@ -6,7 +6,8 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { sha256 } from '../../src/core/hash-pool.ts'
-import { cidFromDigest } from '../../src/core/naming.ts'
+import { PackedManifest } from '../../src/core/manifest.ts'
+import { cidFromDigest, digestFromName } from '../../src/core/naming.ts'
 import type { BlockSlice, ChunkStore, Descriptor } from '../../src/store/types.ts'
 
 export interface StoreUnderTest {
@@ -24,6 +25,11 @@ export interface TestObject {
 
 export function cidOf (bytes: Uint8Array): string {
   return cidFromDigest(sha256(bytes))
+}
+
+/** The 32-byte digest a cid names. */
+function digestOf (cid: string): Uint8Array {
+  return digestFromName(cid)
 }
 
 /** An object cut into chunks of the given lengths (cycled until `size` is reached). */
@@ -363,6 +369,51 @@ export function storeCompliance (name: string, makeStore: () => Promise<StoreUnd
         await rejectsWithCode(store.stat('nonsense'), 'ERR_INVALID_OID')
       })
 
+      test('commit takes a PackedManifest; the manifest read back equals the descriptors', async (store) => {
+        const [a, b, c] = [randomBytes(40_000), randomBytes(1), randomBytes(70_000)]
+        const object = objectOf([a, b, a, c, b, a]) // repeats: references are still counted once
+        const writer = store.openWriter()
+        await writer.putBlock(object.bytes, object.slices)
+        const packed = PackedManifest.from(object.descriptors)
+        const info = await writer.commit(object.oid, packed)
+        assert.deepEqual({ oid: info.oid, size: info.size, chunks: info.chunks }, { oid: object.oid, size: object.bytes.byteLength, chunks: 6 })
+        assert.deepEqual(await store.stat(object.oid), info)
+        assert.deepEqual(await collect(store.manifest(object.oid)), object.descriptors)
+        const got = await collect(store.getMany(object.descriptors.map(d => d.cid)))
+        assertSameBytes(Buffer.concat(got.map(g => g.bytes)), object.bytes)
+        assert.deepEqual(await store.usage(), { objects: 1, chunks: 3, bytes: 110_001 })
+        // The store keeps its own copy: the manifest handed in may be appended to afterwards.
+        packed.push(randomBytes(32), 123)
+        assert.deepEqual(await collect(store.manifest(object.oid)), object.descriptors)
+        assert.equal(await store.release(object.oid), true)
+        await store.gc()
+        await assertEmpty(store)
+      })
+
+      test('a PackedManifest built by push commits through putManifest; a bad one is refused', async (store) => {
+        const object = makeObject(300_000, [64 * 1024])
+        // A packed manifest with room to spare: only its entries count.
+        const packed = PackedManifest.empty(1000)
+        for (const [i, d] of object.descriptors.entries()) {
+          await store.put(d.cid, chunkBytes(object, i))
+          packed.push(Buffer.from(digestOf(d.cid)), d.length)
+        }
+        const info = await store.putManifest(object.oid, packed)
+        assert.equal(info.size, 300_000)
+        assert.equal(info.chunks, object.descriptors.length)
+        assert.deepEqual(await collect(store.manifest(object.oid)), object.descriptors)
+        // one chunk with two lengths, and a chunk the store lacks
+        const twoLengths = PackedManifest.empty()
+        twoLengths.push(digestOf(object.descriptors[0].cid), object.descriptors[0].length)
+        twoLengths.push(digestOf(object.descriptors[0].cid), object.descriptors[0].length - 1)
+        await rejectsWithCode(store.putManifest(cidOf(randomBytes(8)), twoLengths), 'ERR_BAD_REQUEST')
+        const lacking = PackedManifest.empty()
+        lacking.push(digestOf(object.descriptors[0].cid), object.descriptors[0].length)
+        lacking.push(sha256(randomBytes(10)), 10)
+        await rejectsWithCode(store.putManifest(cidOf(randomBytes(8)), lacking), 'ERR_STORE')
+        assert.deepEqual(await collect(store.objects()), [info])
+      })
+
       test('objects lists every committed object', async (store) => {
         const objects = Array.from({ length: 30 }, () => makeObject(1000, [300]))
         for (const object of objects) await writeObject(store, object)
@@ -466,6 +517,66 @@ export function storeCompliance (name: string, makeStore: () => Promise<StoreUnd
         await store.gc()
         await keeper.commit(kept.oid, kept.descriptors)
         assertSameBytes(await store.get(cidOf(common)), common)
+      })
+
+      test('a chunk a writer found in an object survives that object\'s release and a gc while the writer is open', async (store) => {
+        const old = makeObject(200_000, [50_000])
+        await writeObject(store, old)
+        const relied = chunkBytes(old, 1)
+        const fresh = randomBytes(30_000)
+        const object = objectOf([fresh, relied])
+        const writer = store.openWriter()
+        // Found present (referenced by `old`): nothing is written, the writer relies on it.
+        await writer.putBlock(relied, [{ cid: cidOf(relied), start: 0, length: relied.byteLength }])
+        await writer.putChunk(cidOf(fresh), fresh)
+        assert.equal(await store.release(old.oid), true)
+        await store.gc()
+        assert.equal(await store.has(cidOf(relied)), true, 'the chunk the writer relies on was collected')
+        const info = await writer.commit(object.oid, object.descriptors)
+        assert.equal(info.size, 80_000)
+        assertSameBytes(await store.get(cidOf(relied)), relied)
+        const got = await collect(store.getMany(object.descriptors.map(d => d.cid)))
+        assertSameBytes(Buffer.concat(got.map(g => g.bytes)), object.bytes)
+        assert.equal(await store.release(object.oid), true)
+        await store.gc()
+        await assertEmpty(store)
+      })
+
+      test('a chunk written by a writer that aborts serves a writer opened later that put it again', async (store) => {
+        const common = randomBytes(60_000)
+        const first = store.openWriter()
+        await first.putChunk(cidOf(common), common)
+        const object = objectOf([randomBytes(5000), common])
+        const second = store.openWriter()
+        await second.putBlock(object.bytes, object.slices)
+        await first.abort()
+        await store.gc()
+        assert.equal(await store.has(cidOf(common)), true)
+        await second.commit(object.oid, object.descriptors)
+        assertSameBytes(await store.get(cidOf(common)), common)
+        const got = await collect(store.getMany(object.descriptors.map(d => d.cid)))
+        assertSameBytes(Buffer.concat(got.map(g => g.bytes)), object.bytes)
+        await store.release(object.oid)
+        await store.gc()
+        await assertEmpty(store)
+      })
+
+      test('an aborted writer\'s chunks are collected even while a writer opened after it is open', async (store) => {
+        const dropped = randomBytes(25_000)
+        const first = store.openWriter()
+        await first.putBlock(dropped, [{ cid: cidOf(dropped), start: 0, length: dropped.byteLength }])
+        await first.abort()
+        const second = store.openWriter()
+        const own = randomBytes(11_000)
+        await second.putChunk(cidOf(own), own)
+        assert.deepEqual(await store.gc(), { chunks: 1, bytes: 25_000 })
+        assert.equal(await store.has(cidOf(dropped)), false)
+        await rejectsWithCode(store.get(cidOf(dropped)), 'ERR_NOT_FOUND')
+        // the open writer's own chunk stays
+        assertSameBytes(await store.get(cidOf(own)), own)
+        await second.abort()
+        await store.gc()
+        await assertEmpty(store)
       })
 
       test('parallel commits of one object leave it referenced once', async (store) => {

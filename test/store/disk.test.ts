@@ -1,12 +1,14 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import Database from 'better-sqlite3'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, open, readdir, rm, stat, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openDiskStore, openStore, type DiskStoreOptions } from '../../src/store/index.ts'
+import type { ChunkStore } from '../../src/store/types.ts'
 import {
-  assertSameBytes, chunkBytes, cidOf, collect, drainUntilFailure, makeObject, rejectsWithCode, storeCompliance, writeObject
+  assertSameBytes, chunkBytes, cidOf, collect, drainUntilFailure, makeObject, rejectsWithCode, storeCompliance, writeObject, type TestObject
 } from './compliance.ts'
 
 async function temporaryDirectory (): Promise<{ dir: string, cleanup: () => Promise<void> }> {
@@ -65,6 +67,22 @@ async function flipByte (path: string, position: number): Promise<void> {
     one[0] ^= 0xff
     await handle.write(one, 0, 1, position)
   } finally { await handle.close() }
+}
+
+async function assertObjectReadsBack (store: ChunkStore, object: TestObject): Promise<void> {
+  assert.deepEqual(await collect(store.manifest(object.oid)), object.descriptors)
+  const got = await collect(store.getMany(object.descriptors.map(d => d.cid)))
+  assertSameBytes(Buffer.concat(got.map(g => g.bytes)), object.bytes)
+}
+
+/** Reads the index directly (the store must be closed: it holds the database exclusively). */
+function inspectIndex (dir: string): { version: number, columns: string[] } {
+  const db = new Database(join(dir, 'index.sqlite'), { readonly: true })
+  try {
+    const version = db.pragma('user_version', { simple: true }) as number
+    const columns = (db.pragma('table_info(chunks)') as Array<{ name: string }>).map(c => c.name)
+    return { version, columns }
+  } finally { db.close() }
 }
 
 describe('DiskStore on disk', () => {
@@ -220,6 +238,124 @@ describe('DiskStore on disk', () => {
       assert.ok(sizeAfter < sizeBefore / 2, `packs should shrink: ${sizeBefore} → ${sizeAfter}`)
       const again = await collect(store.getMany(kept.descriptors.map(d => d.cid)))
       assertSameBytes(Buffer.concat(again.map(g => g.bytes)), kept.bytes)
+    } finally { await store.close() }
+  })
+
+  for (const fsync of [true, false]) {
+    withDirectory(`chunks of writers that never committed are gone after a reopen; loose chunks and objects stay (fsync ${String(fsync)})`, async (dir) => {
+      const options: DiskStoreOptions = { dir, fsync }
+      let store = await openDiskStore(options)
+      const object = makeObject(500_000, [64 * 1024])
+      const loose = randomBytes(7777)
+      const unfinished = makeObject(300_000, [50_000])
+      const aborted = makeObject(200_000, [40_000])
+      try {
+        await writeObject(store, object)
+        await store.put(cidOf(loose), loose)
+        const open = store.openWriter()
+        await open.putBlock(unfinished.bytes, unfinished.slices)
+        const abandoned = store.openWriter()
+        await abandoned.putBlock(aborted.bytes, aborted.slices)
+        await abandoned.abort()
+        // before the reopen, the written chunks are all there
+        for (const { cid } of [...unfinished.descriptors, ...aborted.descriptors]) assert.equal(await store.has(cid), true)
+        // `open` is neither committed nor aborted when the store closes
+      } finally { await store.close() }
+
+      store = await openDiskStore(options)
+      try {
+        for (const { cid } of [...unfinished.descriptors, ...aborted.descriptors]) {
+          assert.equal(await store.has(cid), false, `chunk ${cid} of an uncommitted writer survived the reopen`)
+          await rejectsWithCode(store.get(cid), 'ERR_NOT_FOUND')
+        }
+        assertSameBytes(await store.get(cidOf(loose)), loose)
+        await assertObjectReadsBack(store, object)
+        assert.deepEqual(await store.usage(), { objects: 1, chunks: object.descriptors.length + 1, bytes: 500_000 + 7777 })
+        // The dropped chunks can be written again, and their objects committed.
+        await writeObject(store, unfinished)
+        await assertObjectReadsBack(store, unfinished)
+        // gc finds nothing of the writers' left: only the loose chunk is unreferenced
+        assert.deepEqual(await store.gc(), { chunks: 1, bytes: 7777 })
+        await assertObjectReadsBack(store, object)
+      } finally { await store.close() }
+    })
+  }
+
+  withDirectory('opening a schema-1 index adds the seq column, keeps loose chunks and objects, and goes on working', async (dir) => {
+    const object = makeObject(400_000, [64 * 1024, 30_000])
+    const loose = randomBytes(4321)
+    let store = await openDiskStore({ dir })
+    try {
+      await writeObject(store, object)
+      await store.put(cidOf(loose), loose)
+    } finally { await store.close() }
+    assert.equal(inspectIndex(dir).version, 2)
+
+    // Turn the index back into schema 1: no seq column, user_version 1.
+    const db = new Database(join(dir, 'index.sqlite'))
+    try {
+      db.exec('ALTER TABLE chunks DROP COLUMN seq')
+      db.pragma('user_version = 1')
+    } finally { db.close() }
+    assert.deepEqual(inspectIndex(dir), { version: 1, columns: ['digest', 'pack', 'position', 'length', 'refs'] })
+
+    store = await openDiskStore({ dir })
+    const second = makeObject(150_000, [50_000])
+    try {
+      assert.equal((await store.stat(object.oid))?.size, 400_000)
+      await assertObjectReadsBack(store, object)
+      assert.equal(await store.has(cidOf(loose)), true, 'a schema-1 loose chunk was dropped as a writer orphan')
+      assertSameBytes(await store.get(cidOf(loose)), loose)
+      await writeObject(store, second)
+      await assertObjectReadsBack(store, second)
+      assert.equal((await store.usage()).objects, 2)
+    } finally { await store.close() }
+    assert.deepEqual(inspectIndex(dir), { version: 2, columns: ['digest', 'pack', 'position', 'length', 'refs', 'seq'] })
+
+    // Reopened as schema 2 it stays so; release and gc empty it.
+    store = await openDiskStore({ dir })
+    try {
+      await assertObjectReadsBack(store, object)
+      assert.equal(await store.release(object.oid), true)
+      assert.equal(await store.release(second.oid), true)
+      await store.gc()
+      assert.deepEqual(await store.usage(), { objects: 0, chunks: 0, bytes: 0 })
+      assert.equal(await store.has(cidOf(loose)), false)
+    } finally { await store.close() }
+    assert.equal(inspectIndex(dir).version, 2)
+  })
+
+  withDirectory('an index written by a newer schema is refused', async (dir) => {
+    const store = await openDiskStore({ dir })
+    await store.close()
+    const db = new Database(join(dir, 'index.sqlite'))
+    try { db.pragma('user_version = 3') } finally { db.close() }
+    await rejectsWithCode(openDiskStore({ dir }), 'ERR_STORE')
+    assert.equal(inspectIndex(dir).version, 3)
+  })
+
+  withDirectory('chunks an open writer wrote are visible to has and get, and reused by other writers', async (dir) => {
+    const store = await openDiskStore({ dir })
+    try {
+      const object = makeObject(256 * 1024, [64 * 1024])
+      const writer = store.openWriter()
+      await writer.putBlock(object.bytes, object.slices)
+      for (const [i, { cid }] of object.descriptors.entries()) {
+        assert.equal(await store.has(cid), true, `chunk ${i} not visible before commit`)
+        assertSameBytes(await store.get(cid), chunkBytes(object, i))
+      }
+      assert.equal(await store.stat(object.oid), undefined, 'the object itself is not visible before commit')
+      assert.deepEqual(await store.usage(), { objects: 0, chunks: 4, bytes: 256 * 1024 })
+      const packBytes = async (): Promise<number> => (await packFiles(dir)).reduce((sum, f) => sum + f.size, 0)
+      const before = await packBytes()
+      // Another writer finds them present and writes nothing.
+      const other = store.openWriter()
+      await other.putBlock(object.bytes, object.slices)
+      assert.equal(await packBytes(), before)
+      await other.commit(object.oid, object.descriptors)
+      await writer.abort()
+      await store.gc()
+      await assertObjectReadsBack(store, object)
     } finally { await store.close() }
   })
 
