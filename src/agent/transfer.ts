@@ -87,8 +87,11 @@ const DEFAULT_WINDOW = 32 * 1024 * 1024
 const DEFAULT_BATCH = 4 * 1024 * 1024
 const DEFAULT_PARALLEL = 4
 const MAX_BATCH_CHUNKS = 1024
-/** manifest descriptors read ahead of the cursor at most */
-const MAX_AHEAD = 16384
+/**
+ * Manifest descriptors read ahead of the cursor at most: 4096 chunks cover 256 MiB at the default
+ * chunker's 64 KiB, far past the fetch window; each costs a descriptor and an entry on the heap.
+ */
+const MAX_AHEAD = 4096
 /** One arena per batch, reused across transfers: shared memory must not be dropped (see SharedBlockPool). */
 const arenas = new SharedBlockPool(DEFAULT_BATCH, 64)
 

@@ -281,57 +281,88 @@ describe('DiskStore on disk', () => {
     })
   }
 
-  withDirectory('opening a schema-1 index adds the seq column, keeps loose chunks and objects, and goes on working', async (dir) => {
-    const object = makeObject(400_000, [64 * 1024, 30_000])
-    const loose = randomBytes(4321)
-    let store = await openDiskStore({ dir })
-    try {
-      await writeObject(store, object)
-      await store.put(cidOf(loose), loose)
-    } finally { await store.close() }
-    assert.equal(inspectIndex(dir).version, 2)
+  for (const old of [1, 2]) {
+    withDirectory(`opening a schema-${old} index adds the missing columns, keeps loose chunks and objects, and goes on working`, async (dir) => {
+      const object = makeObject(400_000, [64 * 1024, 30_000])
+      const loose = randomBytes(4321)
+      let store = await openDiskStore({ dir })
+      try {
+        await writeObject(store, object)
+        await store.put(cidOf(loose), loose)
+      } finally { await store.close() }
+      assert.equal(inspectIndex(dir).version, 3)
 
-    // Turn the index back into schema 1: no seq column, user_version 1.
-    const db = new Database(join(dir, 'index.sqlite'))
-    try {
-      db.exec('ALTER TABLE chunks DROP COLUMN seq')
-      db.pragma('user_version = 1')
-    } finally { db.close() }
-    assert.deepEqual(inspectIndex(dir), { version: 1, columns: ['digest', 'pack', 'position', 'length', 'refs'] })
+      // Turn the index back into the old schema: schema 1 had neither seq nor loose, schema 2 no loose.
+      const db = new Database(join(dir, 'index.sqlite'))
+      try {
+        db.exec('ALTER TABLE chunks DROP COLUMN loose')
+        if (old === 1) db.exec('ALTER TABLE chunks DROP COLUMN seq')
+        db.pragma(`user_version = ${old}`)
+      } finally { db.close() }
+      const oldColumns = ['digest', 'pack', 'position', 'length', 'refs', ...(old === 2 ? ['seq'] : [])]
+      assert.deepEqual(inspectIndex(dir), { version: old, columns: oldColumns })
 
-    store = await openDiskStore({ dir })
-    const second = makeObject(150_000, [50_000])
-    try {
-      assert.equal((await store.stat(object.oid))?.size, 400_000)
-      await assertObjectReadsBack(store, object)
-      assert.equal(await store.has(cidOf(loose)), true, 'a schema-1 loose chunk was dropped as a writer orphan')
-      assertSameBytes(await store.get(cidOf(loose)), loose)
-      await writeObject(store, second)
-      await assertObjectReadsBack(store, second)
-      assert.equal((await store.usage()).objects, 2)
-    } finally { await store.close() }
-    assert.deepEqual(inspectIndex(dir), { version: 2, columns: ['digest', 'pack', 'position', 'length', 'refs', 'seq'] })
+      store = await openDiskStore({ dir })
+      const second = makeObject(150_000, [50_000])
+      try {
+        assert.equal((await store.stat(object.oid))?.size, 400_000)
+        await assertObjectReadsBack(store, object)
+        assert.equal(await store.has(cidOf(loose)), true, `a schema-${old} loose chunk was dropped as a writer orphan`)
+        assertSameBytes(await store.get(cidOf(loose)), loose)
+        await writeObject(store, second)
+        await assertObjectReadsBack(store, second)
+        assert.equal((await store.usage()).objects, 2)
+      } finally { await store.close() }
+      assert.deepEqual(inspectIndex(dir), { version: 3, columns: ['digest', 'pack', 'position', 'length', 'refs', 'seq', 'loose'] })
 
-    // Reopened as schema 2 it stays so; release and gc empty it.
-    store = await openDiskStore({ dir })
+      // Reopened as schema 3 it stays so; the loose chunk survives that reopen too; release and gc empty it.
+      store = await openDiskStore({ dir })
+      try {
+        await assertObjectReadsBack(store, object)
+        assert.equal(await store.has(cidOf(loose)), true)
+        assert.equal(await store.release(object.oid), true)
+        assert.equal(await store.release(second.oid), true)
+        await store.gc()
+        assert.deepEqual(await store.usage(), { objects: 0, chunks: 0, bytes: 0 })
+        assert.equal(await store.has(cidOf(loose)), false)
+      } finally { await store.close() }
+      assert.equal(inspectIndex(dir).version, 3)
+    })
+  }
+
+  withDirectory('a loose put of a chunk a writer holds, or a writer relying on a loose chunk, keeps it loose across a reopen', async (dir) => {
+    const options: DiskStoreOptions = { dir }
+    const first = randomBytes(9000)
+    const second = randomBytes(9001)
+    let store = await openDiskStore(options)
     try {
-      await assertObjectReadsBack(store, object)
-      assert.equal(await store.release(object.oid), true)
-      assert.equal(await store.release(second.oid), true)
-      await store.gc()
-      assert.deepEqual(await store.usage(), { objects: 0, chunks: 0, bytes: 0 })
-      assert.equal(await store.has(cidOf(loose)), false)
+      // put after a writer wrote the same chunk (the put finds it present and writes nothing)
+      const w1 = store.openWriter()
+      await w1.putChunk(cidOf(first), first)
+      await store.put(cidOf(first), first)
+      await w1.abort()
+      // a writer finds a loose chunk and relies on it (stamping it), then aborts
+      await store.put(cidOf(second), second)
+      const w2 = store.openWriter()
+      await w2.putChunk(cidOf(second), second)
+      await w2.abort()
     } finally { await store.close() }
-    assert.equal(inspectIndex(dir).version, 2)
+
+    store = await openDiskStore(options)
+    try {
+      assertSameBytes(await store.get(cidOf(first)), first)
+      assertSameBytes(await store.get(cidOf(second)), second)
+      assert.deepEqual(await store.gc(), { chunks: 2, bytes: 18_001 })
+    } finally { await store.close() }
   })
 
   withDirectory('an index written by a newer schema is refused', async (dir) => {
     const store = await openDiskStore({ dir })
     await store.close()
     const db = new Database(join(dir, 'index.sqlite'))
-    try { db.pragma('user_version = 3') } finally { db.close() }
+    try { db.pragma('user_version = 4') } finally { db.close() }
     await rejectsWithCode(openDiskStore({ dir }), 'ERR_STORE')
-    assert.equal(inspectIndex(dir).version, 3)
+    assert.equal(inspectIndex(dir).version, 4)
   })
 
   withDirectory('chunks an open writer wrote are visible to has and get, and reused by other writers', async (dir) => {
