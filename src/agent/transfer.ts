@@ -17,7 +17,8 @@
 import { randomUUID } from 'node:crypto'
 import type { Descriptor } from '../core/chunker/types.ts'
 import { type Hint, orderHints } from '../core/hints.ts'
-import { type HashPool, type SharedBlock, SharedBlockPool, type StreamHasher } from '../core/hash-pool.ts'
+import { type SharedBlock, sharedBlocks } from '../core/blocks.ts'
+import type { HashPool, StreamHasher } from '../core/hash-pool.ts'
 import { AbortedError, BerthError, HashMismatchError, NoSourceError, SourceError, toBerthError } from '../core/errors.ts'
 import { PackedManifest } from '../core/manifest.ts'
 import { digestFromName } from '../core/naming.ts'
@@ -92,8 +93,8 @@ const MAX_BATCH_CHUNKS = 1024
  * chunker's 64 KiB, far past the fetch window; each costs a descriptor and an entry on the heap.
  */
 const MAX_AHEAD = 4096
-/** One arena per batch, reused across transfers: shared memory must not be dropped (see SharedBlockPool). */
-const arenas = new SharedBlockPool(DEFAULT_BATCH, 64)
+/** One arena per batch, from the process's pool of 4 MiB blocks (see core/blocks.ts). */
+const arenas = sharedBlocks(DEFAULT_BATCH)
 
 /** Resolves waiters when the transfer's state changes. */
 class Signal {

@@ -6,53 +6,68 @@
  * page it allocates for a write is first-touched guest memory (free memory is handed back to the
  * host within seconds), so a buffered pwrite of 1 GiB into a fresh pack cost ~2 CPU-seconds in
  * `copy_folio_from_iter_atomic` — more than hashing the same bytes — and the fsync at commit then
- * writes it all again. O_DIRECT writes from a reused buffer run at the disk's speed (1.5 GB/s
- * here, ~0.1 CPU-s per GiB), and the commit's fdatasync has nothing left to flush but metadata.
- * Reads go direct too: bytes written direct are not in the page cache, and a buffered read would
- * pay the same fresh-page cost to fill it.
+ * writes it all again. O_DIRECT writes run at the disk's speed (1.5 GB/s here, ~0.1 CPU-s per
+ * GiB), and the commit's fdatasync has nothing left to flush but metadata. Reads go direct too:
+ * bytes written direct are not in the page cache, and a buffered read would pay the same
+ * fresh-page cost to fill it.
  *
  * O_DIRECT wants the file offset, the length and the memory address aligned to the device's
- * block size. Offsets and lengths are aligned by the store (runs start on ALIGN boundaries and
- * are written padded to ALIGN). JavaScript cannot see a buffer's address, so each buffer's
+ * block size. Offsets and lengths are aligned by the store (runs start ALIGN-aligned plus a lead,
+ * and are written padded to ALIGN). JavaScript cannot see a buffer's address, so a buffer's
  * aligned offset is found by trying small direct reads at increasing offsets: the first that the
- * kernel accepts is aligned (a misaligned one fails with EINVAL).
+ * kernel accepts is aligned (a misaligned one fails with EINVAL). The first store that can do
+ * this lends the probe to core/blocks.ts, so every pooled block is handed out aligned and bytes
+ * that already lie in one (a fetched batch, a chunked block) are written without a copy.
  *
  * Where O_DIRECT is refused (tmpfs before Linux 6.6, some overlay and network filesystems), the
  * same code runs buffered: alignment is then merely harmless.
  */
 import { closeSync, constants as fsConstants, openSync, readSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { SharedBlockPool, type SharedBlock } from '../core/hash-pool.ts'
+import { ALIGN, type SharedBlock, type SharedBlockPool, pageOffsetOf, setAligner, sharedBlocks } from '../core/blocks.ts'
 
-/** File offsets and lengths of direct I/O are multiples of this (the largest common device block). */
-export const ALIGN = 4096
+export { ALIGN }
 const O_DIRECT: number = (fsConstants as { O_DIRECT?: number }).O_DIRECT ?? 0
 
 export function alignDown (n: number): number { return n - (n % ALIGN) }
 export function alignUp (n: number): number { return n % ALIGN === 0 ? n : n + ALIGN - (n % ALIGN) }
 
 /**
- * Direct writes go through staging buffers this big: a 4 MiB run is written as two. Small, as
- * every write in flight holds one (measured: 8 MiB stages cost ~25 MB of RSS during a put, and
- * 2 MiB writes are as fast on this disk).
+ * Bytes that do not lie in a pooled block (a loose put's buffer, an upload's) are written
+ * through staging blocks this big. Small, as every such write in flight holds one.
  */
 export const STAGE_SIZE = 2 * 1024 * 1024
 
+/** An O_DIRECT descriptor kept for the process's lifetime, used only to probe alignment. */
+let probe = -1
+
+/** The offset of the first aligned byte in `buffer`, per the probe; undefined if there is none. */
+function alignedOffset (buffer: SharedArrayBuffer): number | undefined {
+  const all = new Uint8Array(buffer)
+  for (let at = 0; at < ALIGN && at + ALIGN <= all.byteLength; at += 16) {
+    try {
+      readSync(probe, all, at, ALIGN, 0)
+      return at
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EINVAL') throw err
+    }
+  }
+  return undefined
+}
+
 export class DirectIo {
-  /** aligned shared buffers of `blockSize` bytes, for pack reads (hashed in place) */
+  /** aligned blocks of `blockSize` bytes, for pack reads (hashed in place) */
   readonly blocks: SharedBlockPool
-  /** aligned buffers of STAGE_SIZE bytes that direct writes copy through */
+  /** aligned blocks of STAGE_SIZE bytes that other bytes are copied through for direct writes */
   readonly stages: SharedBlockPool
 
   private constructor (
     /** O_DIRECT when the filesystem takes it, else 0 */
     readonly flag: number,
-    /** an open O_DIRECT descriptor used only to find buffers' alignment; -1 when buffered */
-    private readonly probe: number,
     readonly blockSize: number
   ) {
-    this.blocks = new SharedBlockPool(blockSize, 16, buffer => this.aligned(buffer, blockSize), ALIGN)
-    this.stages = new SharedBlockPool(STAGE_SIZE, 16, buffer => this.aligned(buffer, STAGE_SIZE), ALIGN)
+    this.blocks = sharedBlocks(blockSize)
+    this.stages = sharedBlocks(STAGE_SIZE)
   }
 
   /**
@@ -60,14 +75,19 @@ export class DirectIo {
    * buffered path (tests use it to cover both).
    */
   static open (dir: string, blockSize: number, direct = true): DirectIo {
-    if (!direct || O_DIRECT === 0) return new DirectIo(0, -1, blockSize)
+    if (!direct || O_DIRECT === 0) return new DirectIo(0, blockSize)
+    if (probe >= 0) {
+      // Alignment is known already; only whether this filesystem takes O_DIRECT is in question.
+      return new DirectIo(takesDirect(dir) ? O_DIRECT : 0, blockSize)
+    }
     const path = join(dir, `.direct-probe-${process.pid}`)
     try {
       writeFileSync(path, new Uint8Array(2 * ALIGN))
-      const fd = openSync(path, fsConstants.O_RDONLY | O_DIRECT)
-      return new DirectIo(O_DIRECT, fd, blockSize)
+      probe = openSync(path, fsConstants.O_RDONLY | O_DIRECT)
+      setAligner(alignedOffset)
+      return new DirectIo(O_DIRECT, blockSize)
     } catch {
-      return new DirectIo(0, -1, blockSize)
+      return new DirectIo(0, blockSize)
     } finally {
       // The open descriptor keeps the probe file readable; its name is not needed.
       try { unlinkSync(path) } catch {}
@@ -77,38 +97,51 @@ export class DirectIo {
   get direct (): boolean { return this.flag !== 0 }
 
   /**
-   * How many bytes before `bytes` a direct write of them should start copying from, so that the
-   * copy runs word-aligned (see Pack.write): the view's offset modulo 8 (V8's backing stores are
-   * at least 8-aligned, so those bytes exist). 0 when buffered.
+   * Where a run of `bytes` should start relative to an aligned file position (see
+   * Pack.reserve/write): bytes in an aligned block keep their page offset, so the write can go
+   * straight from the block; others copy through staging buffers, and start at their offset
+   * modulo 8 so that the copy runs word by word (V8's backing stores are at least 8-aligned).
+   * 0 when buffered.
    */
   leadOf (bytes: Uint8Array): number {
-    return this.direct ? bytes.byteOffset & 7 : 0
+    if (!this.direct) return 0
+    return pageOffsetOf(bytes) ?? bytes.byteOffset & 7
   }
 
   /** A view of `length` bytes of a fresh buffer that direct I/O accepts. */
-  aligned (buffer: SharedArrayBuffer, length: number): Uint8Array {
-    const all = new Uint8Array(buffer)
-    if (this.probe < 0) return all.subarray(0, length)
-    for (let at = 0; at + length <= all.byteLength; at += 16) {
-      try {
-        readSync(this.probe, all, at, ALIGN, 0)
-        return all.subarray(at, at + length)
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'EINVAL') throw err
-      }
-    }
-    throw new Error(`no aligned offset in a ${all.byteLength}-byte buffer`)
+  aligned (length: number): Uint8Array {
+    const buffer = new SharedArrayBuffer(length + ALIGN)
+    if (!this.direct) return new Uint8Array(buffer, 0, length)
+    const at = alignedOffset(buffer)
+    if (at === undefined) throw new Error(`no aligned offset in a ${buffer.byteLength}-byte buffer`)
+    return new Uint8Array(buffer, at, length)
   }
 
   /** A buffer for one I/O of up to `length` bytes: a pooled block, or a one-off for oversized ones. */
   acquire (length: number): SharedBlock {
-    if (length <= this.blockSize) return this.blocks.acquire()
+    if (length <= this.blockSize) {
+      const block = this.blocks.acquire()
+      if (!this.direct || pageOffsetOf(block.bytes) === 0) return block
+      block.release()
+    }
     // Only chunks larger than a read batch come here (rare): not pooled, so not kept.
-    const bytes = this.aligned(new SharedArrayBuffer(length + ALIGN), length)
+    const bytes = this.aligned(length)
     return { bytes, retain () {}, release () {} }
   }
 
-  close (): void {
-    if (this.probe >= 0) closeSync(this.probe)
+  close (): void {}
+}
+
+/** Whether `dir`'s filesystem opens files with O_DIRECT. */
+function takesDirect (dir: string): boolean {
+  const path = join(dir, `.direct-probe-${process.pid}`)
+  try {
+    writeFileSync(path, new Uint8Array(ALIGN))
+    closeSync(openSync(path, fsConstants.O_RDONLY | O_DIRECT))
+    return true
+  } catch {
+    return false
+  } finally {
+    try { unlinkSync(path) } catch {}
   }
 }

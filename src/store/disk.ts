@@ -46,10 +46,11 @@ import {
   BerthError, ClosedError, HashMismatchError, InvalidConfigError, InvalidOidError,
   NotFoundError, StoreError, throwIfAborted
 } from '../core/errors.ts'
-import { type HashPool, type SharedBlock, sharedHashPool } from '../core/hash-pool.ts'
+import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { type ManifestInput, PackedManifest, packManifest } from '../core/manifest.ts'
 import { cidFromDigest } from '../core/naming.ts'
 import { checkSlice, parseName, sameDigest } from './common.ts'
+import { pageOffsetOf, type SharedBlock } from '../core/blocks.ts'
 import { ALIGN, alignDown, alignUp, DirectIo, STAGE_SIZE } from './direct-io.ts'
 import type { BlockSlice, BorrowedChunk, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions } from './types.ts'
 
@@ -67,8 +68,11 @@ export interface DiskStoreOptions {
   direct?: boolean
 }
 
-/** Bytes read, hashed and yielded as one unit when chunks lie next to each other. */
-const READ_BATCH_BYTES = 4 * 1024 * 1024
+/**
+ * Bytes read, hashed and yielded as one unit when chunks lie next to each other: with the
+ * alignment around it, a read fills one of the process's 4 MiB blocks (core/blocks.ts).
+ */
+const READ_BATCH_BYTES = 4 * 1024 * 1024 - 2 * ALIGN
 /** Chunks of written runs indexed with one transaction at most, and how long a run may wait for its batch. */
 const INDEX_BATCH = 4096
 const INDEX_DELAY_MS = 1000
@@ -80,6 +84,8 @@ const READ_AHEAD = 3
 const COMPACT_BELOW_LIVE_RATIO = 0.5
 /** Pooled I/O buffers hold a read batch plus the alignment around it. */
 const IO_BLOCK = READ_BATCH_BYTES + 2 * ALIGN
+/** Runs lie up to this far apart (tail padding, then a lead): reads span such gaps. */
+const MAX_GAP = 2 * ALIGN
 const OBJECTS_PAGE = 512
 const SCHEMA_VERSION = 3
 const PACK_NAME = /^(\d+)\.pack$/
@@ -171,17 +177,24 @@ class Pack {
   }
 
   /**
-   * Writes a run reserved with `reserve(bytes.byteLength, io.leadOf(bytes))`. Direct: copied
-   * through aligned staging buffers, from `lead` bytes before the run so that source and
-   * staging are equally word-aligned (V8 copies shared memory word by word only then: 80 vs
-   * 390 ms per GiB, measured); the lead and the tail padding are zeroed and lie outside any run.
+   * Writes a run reserved with `reserve(bytes.byteLength, io.leadOf(bytes))`. Direct, from an
+   * aligned pooled block (core/blocks.ts): the run's page offset in memory and in the file are
+   * the same, so the aligned span around it goes to disk straight from the block — the bytes
+   * around the run (the lead and the tail padding) are whatever the block holds there, and lie
+   * outside any run. Direct, from other memory: copied through aligned staging buffers, from
+   * `lead` bytes before the run so that source and staging are equally word-aligned (V8 copies
+   * shared memory word by word only then: 80 vs 390 ms per GiB, measured); the lead and the tail
+   * padding are zeroed.
    */
   async write (bytes: Uint8Array, position: number, flushBehind = true): Promise<void> {
     const file = await this.file
+    const lead = position - alignDown(position)
+    const span = alignUp(lead + bytes.byteLength)
     if (!this.io.direct) {
       await writeAll(file, bytes, position)
+    } else if (pageOffsetOf(bytes) === lead && bytes.byteOffset - lead + span <= bytes.buffer.byteLength) {
+      await writeAll(file, new Uint8Array(bytes.buffer, bytes.byteOffset - lead, span), position - lead)
     } else {
-      const lead = position - alignDown(position)
       const from = new Uint8Array(bytes.buffer, bytes.byteOffset - lead, bytes.byteLength + lead)
       for (let done = 0; done < from.byteLength;) {
         const length = Math.min(from.byteLength - done, STAGE_SIZE)
@@ -530,7 +543,7 @@ export class DiskStore implements ChunkStore {
       return { ...chunk, row: this.sql().locate.get(chunk.digest) }
     }
     // Looks up chunks until the next one is not adjacent in the same pack, then starts reading.
-    // Adjacent means: next in the pack, or after less than ALIGN bytes of padding.
+    // Adjacent means: next in the pack, or after less than MAX_GAP bytes of padding.
     const plan = (): ReadBatch => {
       const first = lookUp()
       if (first.row === undefined) {
@@ -544,7 +557,7 @@ export class DiskStore implements ChunkStore {
       while (next < cids.length) {
         const candidate = lookUp()
         const row = candidate.row
-        if (row === undefined || row.pack !== pack.id || row.position < end || row.position - end >= ALIGN || row.position + row.length - start > READ_BATCH_BYTES) {
+        if (row === undefined || row.pack !== pack.id || row.position < end || row.position - end >= MAX_GAP || row.position + row.length - start > READ_BATCH_BYTES) {
           carried = { cid: candidate.cid, key: candidate.key, digest: candidate.digest }
           break
         }
@@ -891,7 +904,7 @@ export class DiskStore implements ChunkStore {
         const start = rows[first].position
         let last = first + 1
         let end = start + rows[first].length
-        while (last < rows.length && rows[last].position >= end && rows[last].position - end < ALIGN && rows[last].position + rows[last].length - start <= READ_BATCH_BYTES) {
+        while (last < rows.length && rows[last].position >= end && rows[last].position - end < MAX_GAP && rows[last].position + rows[last].length - start <= READ_BATCH_BYTES) {
           end = rows[last].position + rows[last].length
           last++
         }

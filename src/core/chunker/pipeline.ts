@@ -17,7 +17,8 @@
  * the previous block is still being cut.
  */
 import { open } from 'node:fs/promises'
-import { type HashPool, type SharedBlock, SharedBlockPool, type StreamHasher, sharedHashPool } from '../hash-pool.ts'
+import { type SharedBlock, type SharedBlockPool, sharedBlocks } from '../blocks.ts'
+import { type HashPool, type StreamHasher, sharedHashPool } from '../hash-pool.ts'
 import { cidFromDigest } from '../naming.ts'
 import { BerthError, throwIfAborted, toBerthError } from '../errors.ts'
 import type { Cutter, Descriptor } from './types.ts'
@@ -57,14 +58,6 @@ export interface PipelineOptions {
 
 export const DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
 
-/** One pool per block size, shared by all pipelines; at most 16 spare blocks each (64 MiB at 4 MiB). */
-const blockPools = new Map<number, SharedBlockPool>()
-const SPARE_BLOCKS = 16
-function blockPool (size: number): SharedBlockPool {
-  let pool = blockPools.get(size)
-  if (pool === undefined) blockPools.set(size, pool = new SharedBlockPool(size, SPARE_BLOCKS))
-  return pool
-}
 
 /** Where input comes from: fills buf[at, limit) with the next bytes; 0 means the input ended. */
 type Fill = (buf: Uint8Array, at: number, limit: number) => Promise<number>
@@ -90,7 +83,7 @@ export class ChunkingPipeline implements AsyncIterable<ChunkedBlock> {
   ) {
     this.pool = options.pool ?? sharedHashPool()
     this.headRoom = cutter.maxSize
-    this.blocks = blockPool(Math.max(options.blockSize ?? DEFAULT_BLOCK_SIZE, 2 * cutter.maxSize))
+    this.blocks = sharedBlocks(Math.max(options.blockSize ?? DEFAULT_BLOCK_SIZE, 2 * cutter.maxSize))
     this.depth = Math.max(1, options.depth ?? 3)
     this.openSource = async () => streamSource(source)
   }
