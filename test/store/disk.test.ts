@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, open, readdir, rm, stat, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pageOffsetOf, sharedBlocks } from '../../src/core/blocks.ts'
 import { openDiskStore, openStore, type DiskStoreOptions } from '../../src/store/index.ts'
 import type { ChunkStore } from '../../src/store/types.ts'
 import {
@@ -112,6 +113,41 @@ describe('DiskStore on disk', () => {
       assert.equal((await packFiles(dir)).length, 1)
       assert.equal((await store.usage()).objects, 2)
     } finally { await store.close() }
+  })
+
+  withDirectory('runs lying in a pooled block keep their page offset in the pack, go to disk straight from the block, and read back', async (dir) => {
+    const store = await openDiskStore({ dir })
+    const block = sharedBlocks(4 * 1024 * 1024).acquire()
+    try {
+      // The run starts at an odd place in the block; the block's bytes before it are a marker.
+      const at = 1234
+      const object = makeObject(700_000, [64 * 1024, 100_000])
+      block.bytes.fill(0xab, 0, at)
+      block.bytes.set(object.bytes, at)
+      const writer = store.openWriter()
+      await writer.putBlock(block.bytes, object.slices.map(s => ({ ...s, start: s.start + at })))
+      await writer.commit(object.oid, object.descriptors)
+      await assertObjectReadsBack(store, object)
+      const { path, position } = await locate(dir, object.bytes)
+      const offset = pageOffsetOf(block.bytes.subarray(at))
+      if (offset === undefined) {
+        // No direct I/O where this runs (e.g. tmpfs): blocks are not aligned, bytes are copied.
+        assert.equal(position % 8, at % 8)
+        return
+      }
+      assert.equal(position % 4096, offset, 'the run keeps its page offset')
+      // Written from the block itself: what precedes the run on its page is the block's marker,
+      // where a copy through a staging buffer would have written zeros.
+      const handle = await open(path, 'r')
+      try {
+        const before = Buffer.alloc(offset)
+        await handle.read(before, 0, offset, position - offset)
+        assert.ok(before.every(b => b === 0xab), 'the lead came from the block')
+      } finally { await handle.close() }
+    } finally {
+      block.release()
+      await store.close()
+    }
   })
 
   withDirectory('a corrupted chunk is refused with ERR_HASH_MISMATCH, dropped, and repairable', async (dir) => {
