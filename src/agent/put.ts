@@ -11,7 +11,6 @@ import type { ChunkStore, ObjectInfo } from '../store/types.ts'
 import { stat } from 'node:fs/promises'
 import { BadRequestError } from '../core/errors.ts'
 import { PackedManifest } from '../core/manifest.ts'
-import { digestFromName } from '../core/naming.ts'
 
 async function regularFile (path: string): Promise<string> {
   if (!(await stat(path)).isFile()) throw new BadRequestError(`${path} is not a regular file`)
@@ -52,7 +51,7 @@ export async function putObject (source: PutSource, store: ChunkStore, pool: Has
       // Handled where it is awaited (race, all); this only keeps a failure that lands between awaits from counting as unhandled.
       write.catch(() => {})
       writing.add(write)
-      for (const c of block.chunks) manifest.push(digestFromName(c.cid), c.length)
+      for (const c of block.chunks) manifest.push(c.digest, c.length)
       if (writing.size >= WRITES_IN_FLIGHT) await Promise.race(writing)
     }
     await Promise.all(writing)
