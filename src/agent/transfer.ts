@@ -32,7 +32,7 @@ export interface TransferOptions {
   /** 'ordered': bytes in object order; 'any': verified chunks as they come, with offsets */
   order?: 'ordered' | 'any'
   range?: ByteRange
-  /** bytes fetched ahead of the cursor; default 32 MiB */
+  /** bytes fetched ahead of the cursor; default 24 MiB */
   windowBytes?: number
   /** largest batch; default 4 MiB */
   batchBytes?: number
@@ -215,13 +215,19 @@ export class Transfer {
         while (this.manifest.count - this.cursor >= MAX_AHEAD) { this.check(); await this.changed.wait() }
         // Plugins parse their wire format; the tiling of the object is checked here for all of them.
         if (d.offset !== this.manifest.size) throw new SourceError(`manifest descriptor at offset ${d.offset} where ${this.manifest.size} was due`)
-        this.manifest.push(digestFromName(d.cid), d.length)
+        try {
+          this.manifest.push(digestFromName(d.cid), d.length)
+        } catch (err) {
+          // The source's manifest is at fault, not the request.
+          throw new SourceError(`manifest descriptor ${this.manifest.count}: ${toBerthError(err).message}`)
+        }
         this.ahead.push(d)
         let e = this.entries.get(d.cid)
         if (e === undefined) {
           e = { cid: d.cid, length: d.length, status: 'wanted', uses: 0, firstOffset: d.offset, positions: [] }
           this.entries.set(d.cid, e)
-          if (await this.deps.store.has(d.cid)) e.status = 'local'
+          // Asked of the writer: a chunk found here is kept for this transfer until it commits.
+          if (await this.writer.has(d.cid)) e.status = 'local'
           else this.queue.push(e)
         }
         // One cid, one length: a manifest that says otherwise is lying about its bytes.

@@ -15,9 +15,13 @@
  * block size. Offsets and lengths are aligned by the store (runs start ALIGN-aligned plus a lead,
  * and are written padded to ALIGN). JavaScript cannot see a buffer's address, so a buffer's
  * aligned offset is found by trying small direct reads at increasing offsets: the first that the
- * kernel accepts is aligned (a misaligned one fails with EINVAL). The first store that can do
- * this lends the probe to core/blocks.ts, so every pooled block is handed out aligned and bytes
- * that already lie in one (a fetched batch, a chunked block) are written without a copy.
+ * kernel accepts is aligned as the device wants (a misaligned one fails with EINVAL). The first
+ * store that can do this lends a probe to core/blocks.ts (its descriptor stays open for the
+ * process's life), so every pooled block is handed out aligned, and bytes that already lie in
+ * one (a fetched batch, a chunked block) are written without a copy. Devices differ (512 B or
+ * 4 KiB), so a store whose device refuses a block's alignment copes: a direct write from it that
+ * fails with EINVAL goes through a staging buffer instead (and the block is not tried again), and
+ * buffers the store takes for itself are checked with its own probe first.
  *
  * Where O_DIRECT is refused (tmpfs before Linux 6.6, some overlay and network filesystems), the
  * same code runs buffered: alignment is then merely harmless.
@@ -41,12 +45,15 @@ export const STAGE_SIZE = 2 * 1024 * 1024
 /** An O_DIRECT descriptor kept for the process's lifetime, used only to probe alignment. */
 let probe = -1
 
-/** The offset of the first aligned byte in `buffer`, per the probe; undefined if there is none. */
-function alignedOffset (buffer: SharedArrayBuffer): number | undefined {
+/**
+ * The offset of the first byte of `buffer` at which direct reads through `fd` are accepted;
+ * undefined if none. Overwrites what it tries: only for buffers nobody else uses.
+ */
+function alignedOffset (fd: number, buffer: ArrayBufferLike, from = 0): number | undefined {
   const all = new Uint8Array(buffer)
-  for (let at = 0; at < ALIGN && at + ALIGN <= all.byteLength; at += 16) {
+  for (let at = from; at < from + ALIGN && at + ALIGN <= all.byteLength; at += 16) {
     try {
-      readSync(probe, all, at, ALIGN, 0)
+      readSync(fd, all, at, ALIGN, 0)
       return at
     } catch (err) {
       if ((err as { code?: string }).code !== 'EINVAL') throw err
@@ -55,16 +62,27 @@ function alignedOffset (buffer: SharedArrayBuffer): number | undefined {
   return undefined
 }
 
+function isInvalid (err: unknown): boolean {
+  return (err as { code?: string })?.code === 'EINVAL'
+}
+
 export class DirectIo {
   /** aligned blocks of `blockSize` bytes, for pack reads (hashed in place) */
   readonly blocks: SharedBlockPool
   /** aligned blocks of STAGE_SIZE bytes that other bytes are copied through for direct writes */
   readonly stages: SharedBlockPool
 
+  /** pooled buffers whose alignment this store's device refuses (another device's probe made them) */
+  private readonly refused = new WeakSet<ArrayBufferLike>()
+  /** pooled buffers this store's own probe has accepted */
+  private readonly checked = new WeakSet<ArrayBufferLike>()
+
   private constructor (
     /** O_DIRECT when the filesystem takes it, else 0 */
     readonly flag: number,
-    readonly blockSize: number
+    readonly blockSize: number,
+    /** this store's O_DIRECT probe descriptor; -1 when buffered */
+    private readonly own: number
   ) {
     this.blocks = sharedBlocks(blockSize)
     this.stages = sharedBlocks(STAGE_SIZE)
@@ -75,21 +93,20 @@ export class DirectIo {
    * buffered path (tests use it to cover both).
    */
   static open (dir: string, blockSize: number, direct = true): DirectIo {
-    if (!direct || O_DIRECT === 0) return new DirectIo(0, blockSize)
-    if (probe >= 0) {
-      // Alignment is known already; only whether this filesystem takes O_DIRECT is in question.
-      return new DirectIo(takesDirect(dir) ? O_DIRECT : 0, blockSize)
-    }
+    if (!direct || O_DIRECT === 0) return new DirectIo(0, blockSize, -1)
     const path = join(dir, `.direct-probe-${process.pid}`)
     try {
       writeFileSync(path, new Uint8Array(2 * ALIGN))
-      probe = openSync(path, fsConstants.O_RDONLY | O_DIRECT)
-      setAligner(alignedOffset)
-      return new DirectIo(O_DIRECT, blockSize)
+      const own = openSync(path, fsConstants.O_RDONLY | O_DIRECT)
+      if (probe < 0) {
+        probe = openSync(path, fsConstants.O_RDONLY | O_DIRECT)
+        setAligner(buffer => alignedOffset(probe, buffer))
+      }
+      return new DirectIo(O_DIRECT, blockSize, own)
     } catch {
-      return new DirectIo(0, blockSize)
+      return new DirectIo(0, blockSize, -1)
     } finally {
-      // The open descriptor keeps the probe file readable; its name is not needed.
+      // The open descriptors keep the probe file readable; its name is not needed.
       try { unlinkSync(path) } catch {}
     }
   }
@@ -105,43 +122,62 @@ export class DirectIo {
    */
   leadOf (bytes: Uint8Array): number {
     if (!this.direct) return 0
-    return pageOffsetOf(bytes) ?? bytes.byteOffset & 7
+    return this.blockOffsetOf(bytes) ?? bytes.byteOffset & 7
+  }
+
+  /** The offset of `bytes` from the aligned address before it, for pooled blocks this device may take. */
+  blockOffsetOf (bytes: Uint8Array): number | undefined {
+    return this.refused.has(bytes.buffer) ? undefined : pageOffsetOf(bytes)
+  }
+
+  /** A direct write from this buffer failed with EINVAL: the device wants other alignment. */
+  refuse (buffer: ArrayBufferLike, err: unknown): boolean {
+    if (!isInvalid(err)) return false
+    this.refused.add(buffer)
+    return true
+  }
+
+  /** A staging buffer this store's device takes. */
+  stage (): SharedBlock {
+    return this.suitable(this.stages.acquire(), STAGE_SIZE)
   }
 
   /** A view of `length` bytes of a fresh buffer that direct I/O accepts. */
   aligned (length: number): Uint8Array {
     const buffer = new SharedArrayBuffer(length + ALIGN)
     if (!this.direct) return new Uint8Array(buffer, 0, length)
-    const at = alignedOffset(buffer)
+    const at = alignedOffset(this.own, buffer)
     if (at === undefined) throw new Error(`no aligned offset in a ${buffer.byteLength}-byte buffer`)
     return new Uint8Array(buffer, at, length)
   }
 
   /** A buffer for one I/O of up to `length` bytes: a pooled block, or a one-off for oversized ones. */
   acquire (length: number): SharedBlock {
-    if (length <= this.blockSize) {
-      const block = this.blocks.acquire()
-      if (!this.direct || pageOffsetOf(block.bytes) === 0) return block
-      block.release()
-    }
-    // Only chunks larger than a read batch come here (rare): not pooled, so not kept.
-    const bytes = this.aligned(length)
-    return { bytes, retain () {}, release () {} }
+    // Only chunks larger than a read batch need a one-off (rare): not pooled, so not kept.
+    if (length > this.blockSize) return { bytes: this.aligned(length), retain () {}, release () {} }
+    return this.suitable(this.blocks.acquire(), length)
   }
 
-  close (): void {}
-}
+  /**
+   * The block if this store's device takes it as it is aligned (checked once per buffer with the
+   * store's own probe: safe, as nobody else uses a block just acquired), else a one-off.
+   */
+  private suitable (block: SharedBlock, length: number): SharedBlock {
+    if (!this.direct) return block
+    const buffer = block.bytes.buffer
+    if (!this.refused.has(buffer) && pageOffsetOf(block.bytes) === 0) {
+      if (this.checked.has(buffer)) return block
+      if (alignedOffset(this.own, buffer, block.bytes.byteOffset) === block.bytes.byteOffset) {
+        this.checked.add(buffer)
+        return block
+      }
+      this.refused.add(buffer)
+    }
+    block.release()
+    return { bytes: this.aligned(length), retain () {}, release () {} }
+  }
 
-/** Whether `dir`'s filesystem opens files with O_DIRECT. */
-function takesDirect (dir: string): boolean {
-  const path = join(dir, `.direct-probe-${process.pid}`)
-  try {
-    writeFileSync(path, new Uint8Array(ALIGN))
-    closeSync(openSync(path, fsConstants.O_RDONLY | O_DIRECT))
-    return true
-  } catch {
-    return false
-  } finally {
-    try { unlinkSync(path) } catch {}
+  close (): void {
+    if (this.own >= 0) closeSync(this.own)
   }
 }

@@ -10,7 +10,7 @@
  * the chunks at once (a written chunk still waiting for its batch is answered from `pending`).
  * Crash safety rests on two rules:
  *  - a commit first waits for its chunks' bytes to be written and, for a durable writer, flushed
- *    (fdatasync of every pack with unflushed writes), then records the object and one reference
+ *    (fdatasync of the packs they lie in), then records the object and one reference
  *    per distinct chunk in one transaction: an object is listed only when all of its chunks are;
  *  - an unreferenced row a writer made may point at bytes that never reached the disk (power
  *    loss before the flush), so none is trusted across a restart: opening the store deletes them
@@ -50,7 +50,7 @@ import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { type ManifestInput, PackedManifest, packManifest } from '../core/manifest.ts'
 import { cidFromDigest } from '../core/naming.ts'
 import { checkSlice, parseName, sameDigest } from './common.ts'
-import { pageOffsetOf, type SharedBlock } from '../core/blocks.ts'
+import type { SharedBlock } from '../core/blocks.ts'
 import { ALIGN, alignDown, alignUp, DirectIo, STAGE_SIZE } from './direct-io.ts'
 import type { BlockSlice, BorrowedChunk, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions } from './types.ts'
 
@@ -137,6 +137,7 @@ class Pack {
   private unflushed = 0
   /** a write completed since the last flush started */
   private dirty = false
+  private closed = false
   private syncQueued: Promise<void> | undefined
   private syncRunning: Promise<void> = Promise.resolve()
   private failure: StoreError | undefined
@@ -192,13 +193,13 @@ class Pack {
     const span = alignUp(lead + bytes.byteLength)
     if (!this.io.direct) {
       await writeAll(file, bytes, position)
-    } else if (pageOffsetOf(bytes) === lead && bytes.byteOffset - lead + span <= bytes.buffer.byteLength) {
-      await writeAll(file, new Uint8Array(bytes.buffer, bytes.byteOffset - lead, span), position - lead)
+    } else if (this.io.blockOffsetOf(bytes) === lead && bytes.byteOffset - lead + span <= bytes.buffer.byteLength && await this.writeFromBlock(file, bytes, position, lead, span)) {
+      // written straight from the block
     } else {
       const from = new Uint8Array(bytes.buffer, bytes.byteOffset - lead, bytes.byteLength + lead)
       for (let done = 0; done < from.byteLength;) {
         const length = Math.min(from.byteLength - done, STAGE_SIZE)
-        const stage = this.io.stages.acquire()
+        const stage = this.io.stage()
         try {
           const padded = alignUp(length)
           stage.bytes.set(from.subarray(done, done + length))
@@ -217,6 +218,17 @@ class Pack {
       this.unflushed = 0
       // Not awaited: the commit's own sync will wait for it, and a failure sticks to the pack.
       this.sync().catch(ignore)
+    }
+  }
+
+  /** false when this device refuses the block's alignment (EINVAL, nothing written): copy instead. */
+  private async writeFromBlock (file: FileHandle, bytes: Uint8Array, position: number, lead: number, span: number): Promise<boolean> {
+    try {
+      await writeAll(file, new Uint8Array(bytes.buffer, bytes.byteOffset - lead, span), position - lead)
+      return true
+    } catch (err) {
+      if (this.io.refuse(bytes.buffer, err)) return false
+      throw err
     }
   }
 
@@ -272,6 +284,8 @@ class Pack {
 
   /** Resolves once every write completed before the call is on stable storage. */
   async flushed (): Promise<void> {
+    // Retired by gc: its chunks were copied elsewhere and flushed there before it was closed.
+    if (this.closed) return
     if (this.dirty || this.syncQueued !== undefined) return await this.sync()
     await this.syncRunning
     if (this.failure !== undefined) throw this.failure
@@ -299,6 +313,7 @@ class Pack {
   }
 
   async close (): Promise<void> {
+    this.closed = true
     // FileHandle.close waits for operations still running on the handle.
     const file = await this.file.catch(() => undefined)
     await file?.close()
@@ -321,7 +336,7 @@ async function syncDirectory (dir: string): Promise<void> {
  * A run of chunks a writer is writing: `written` once its bytes are (readers may have them then);
  * `indexed` settles once their rows are in the index (or the write failed).
  */
-interface RunWrite { indexed: Promise<void> | undefined, written: boolean }
+interface RunWrite { indexed: Promise<void> | undefined, written: boolean, pack: Pack | undefined }
 
 /** A chunk of a run, for its index row. */
 interface WrittenChunk { key: string, digest: Buffer, position: number, length: number }
@@ -362,7 +377,7 @@ function sliceSpan (start: number, items: ReadonlyArray<{ position: number, leng
 function prepare (db: Database.Database) {
   return {
     present: db.prepare<[Buffer], number>('SELECT 1 FROM chunks WHERE digest = ? AND pack IS NOT NULL').pluck(),
-    refsOf: db.prepare<[Buffer], number>('SELECT refs FROM chunks WHERE digest = ? AND pack IS NOT NULL').pluck(),
+    refsOf: db.prepare<[Buffer], { refs: number, pack: number }>('SELECT refs, pack FROM chunks WHERE digest = ? AND pack IS NOT NULL'),
     touch: db.prepare<[number, Buffer]>('UPDATE chunks SET seq = ? WHERE digest = ? AND refs = 0'),
     locate: db.prepare<[Buffer], ChunkRow>('SELECT pack, position, length FROM chunks WHERE digest = ? AND pack IS NOT NULL'),
     // A row that lost its bytes takes these (repairing the objects that use it); one with good bytes keeps them.
@@ -605,10 +620,11 @@ export class DiskStore implements ChunkStore {
     const { key, digest } = parseName(cid)
     const [actual] = await this.pool.digestSlices(bytes, [bytes.byteLength])
     if (!sameDigest(actual, digest)) throw new HashMismatchError(`bytes do not hash to ${key}`)
-    if (this.isPresent(digest)) {
+    const present = this.sql().locate.get(digest)
+    if (present !== undefined) {
       // Perhaps a writer's, not flushed yet: a loose chunk must outlive a power loss and a reopen.
       try {
-        if (this.fsync) await this.flushAll()
+        if (this.fsync) await this.packs.get(present.pack)?.flushed()
       } catch (err) {
         throw storeFailure(err, `storing chunk ${key}`)
       }
@@ -713,15 +729,15 @@ export class DiskStore implements ChunkStore {
   }
 
   /**
-   * Whether a writer can rely on a stored chunk; an unreferenced one is stamped with the clock,
-   * so gc leaves it to the writer.
+   * The pack holding a stored chunk a writer will rely on, or undefined if the store lacks it;
+   * an unreferenced one is stamped with the clock, so gc leaves it to the writer.
    */
-  rely (digest: Buffer): boolean {
+  rely (digest: Buffer): Pack | undefined {
     const sql = this.sql()
-    const refs = sql.refsOf.get(digest)
-    if (refs === undefined) return false
-    if (refs === 0) sql.touch.run(this.clock, digest)
-    return true
+    const row = sql.refsOf.get(digest)
+    if (row === undefined) return undefined
+    if (row.refs === 0) sql.touch.run(this.clock, digest)
+    return this.packs.get(row.pack)
   }
 
   /**
@@ -737,7 +753,8 @@ export class DiskStore implements ChunkStore {
       this.unindexed.push({ pack, chunks, resolve, reject })
       this.unindexedChunks += chunks.length
       if (this.unindexedChunks >= INDEX_BATCH || this.committing > 0) this.indexNow()
-      else this.indexTimer ??= setTimeout(() => this.indexNow(), INDEX_DELAY_MS)
+      // Unref'd: a commit indexes at once, so the timer only bounds how long rows may wait.
+      else this.indexTimer ??= setTimeout(() => this.indexNow(), INDEX_DELAY_MS).unref()
     })
   }
 
@@ -786,10 +803,6 @@ export class DiskStore implements ChunkStore {
     }
   }
 
-  /** Waits until every write completed so far is on stable storage (every pack with unflushed writes). */
-  async flushAll (): Promise<void> {
-    await Promise.all([...this.packs.values()].map(async pack => await pack.flushed()))
-  }
 
   writerFinished (writer: DiskWriter): void {
     this.writers.delete(writer)
@@ -948,6 +961,8 @@ export class DiskStore implements ChunkStore {
 class DiskWriter implements ObjectWriter {
   /** runs written here, or by other writers, whose rows this writer needs before it commits */
   private readonly waiting = new Set<Promise<void>>()
+  /** packs holding the chunks this writer wrote or relies on: a durable commit flushes them */
+  private readonly packs = new Set<Pack>()
   private failure: unknown
   private finished = false
 
@@ -968,6 +983,8 @@ class DiskWriter implements ObjectWriter {
       const { start, end, chunks: runChunks, write } = run
       const { pack, position } = store.reserve(end - start, store.leadOf(bytes.subarray(start, end)))
       for (const chunk of runChunks) chunk.position += position - start
+      write.pack = pack
+      this.packs.add(pack)
       pack.holds++
       const written = pack.write(bytes.subarray(start, end), position, this.durable)
       const indexed = written
@@ -986,36 +1003,73 @@ class DiskWriter implements ObjectWriter {
       run = undefined
     }
 
+    // Everything that can refuse the call is checked before the first chunk is published.
     for (const slice of chunks) checkSlice(bytes, slice)
+    const names = chunks.map(({ cid }) => parseName(cid))
     // Nothing awaits until every run has started: a chunk is published as pending as soon as it
     // joins a run, so neither this loop nor a concurrent writer writes it twice.
-    for (const { cid, start, length } of chunks) {
-      const { key, digest } = parseName(cid)
-      const pending = store.pending.get(key)
-      if (pending !== undefined) {
-        // Being written (by this writer's current run when `indexed` is still unset).
-        if (pending.indexed !== undefined) this.wait(pending.indexed)
-        startRun()
-      } else if (store.rely(digest)) {
-        startRun()
-      } else {
+    let failure: unknown
+    try {
+      for (let i = 0; i < chunks.length; i++) {
+        const { start, length } = chunks[i]
+        const { key, digest } = names[i]
+        const pending = store.pending.get(key)
+        if (pending !== undefined) {
+          // Being written (by this writer's current run when `indexed` is still unset).
+          if (pending.indexed !== undefined) this.wait(pending.indexed)
+          if (pending.pack !== undefined) this.packs.add(pending.pack)
+          startRun()
+          continue
+        }
+        const holder = store.rely(digest)
+        if (holder !== undefined) {
+          this.packs.add(holder)
+          startRun()
+          continue
+        }
         if (run === undefined || run.end !== start) {
           startRun()
-          run = { start, end: start, chunks: [], write: { indexed: undefined, written: false } }
+          run = { start, end: start, chunks: [], write: { indexed: undefined, written: false, pack: undefined } }
         }
         run.chunks.push({ key, digest, position: start, length })
         run.end += length
         store.pending.set(key, run.write)
       }
-    }
-    startRun()
-    try {
-      // The caller may reuse `bytes` once this returns: wait for this call's own writes (their
-      // rows may come a little later, in a batch; commit waits for those).
-      await Promise.all(own)
+      startRun()
     } catch (err) {
-      throw storeFailure(err, 'writing chunks')
+      // (the index failed under us, the store closed) A run that never started must not stay
+      // published as pending: other writers would wait for it forever.
+      failure = err
+      if (run !== undefined) for (const chunk of run.chunks) if (store.pending.get(chunk.key) === run.write) store.pending.delete(chunk.key)
     }
+    // The caller may reuse `bytes` once this returns, so every write that reads them must have
+    // ended first — also when one failed, or a late write would copy reused memory to disk under
+    // a chunk's name. Rows may come a little later, in a batch; commit waits for those.
+    const results = await Promise.allSettled(own)
+    for (const r of results) if (r.status === 'rejected') failure ??= r.reason
+    if (failure !== undefined) throw storeFailure(failure, 'writing chunks')
+  }
+
+  /**
+   * Whether the store has a chunk; if it has, the chunk is kept for this writer (safe from gc,
+   * flushed before a durable commit) as if written here. For callers that skip fetching the
+   * chunks the store holds (a transfer).
+   */
+  async has (cid: string): Promise<boolean> {
+    this.ensureWritable({})
+    const { key, digest } = parseName(cid)
+    const pending = this.store.pending.get(key)
+    if (pending !== undefined) {
+      // Written, not yet indexed: its row will carry a stamp no older than this writer.
+      if (!pending.written || pending.indexed === undefined) return false
+      this.wait(pending.indexed)
+      if (pending.pack !== undefined) this.packs.add(pending.pack)
+      return true
+    }
+    const holder = this.store.rely(digest)
+    if (holder === undefined) return false
+    this.packs.add(holder)
+    return true
   }
 
   /**
@@ -1032,7 +1086,8 @@ class DiskWriter implements ObjectWriter {
       await this.store.urgently(async () => await this.settled())
       if (this.failure !== undefined) throw storeFailure(this.failure, `writing the chunks of ${oid}`)
       try {
-        if (this.store.fsync && this.durable) await this.store.flushAll()
+        // The packs this object's chunks lie in (written here, or found): what must be on disk.
+        if (this.store.fsync && this.durable) await Promise.all([...this.packs].map(async pack => await pack.flushed()))
       } catch (err) {
         throw storeFailure(err, `flushing the chunks of ${oid}`)
       }

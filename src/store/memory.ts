@@ -218,6 +218,17 @@ class MemoryWriter implements ObjectWriter {
     for (const { cid, start, length } of chunks) this.hold(cid, bytes.subarray(start, start + length))
   }
 
+  async has (cid: string): Promise<boolean> {
+    this.ensureWritable({})
+    const { key } = parseName(cid)
+    if (!this.store.present(key)) return false
+    if (!this.pinned.has(key)) {
+      this.store.pin(key)
+      this.pinned.add(key)
+    }
+    return true
+  }
+
   async commit (oid: string, manifest: ManifestInput): Promise<ObjectInfo> {
     this.ensureWritable({})
     try {

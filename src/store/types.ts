@@ -55,8 +55,17 @@ export interface ObjectWriter {
    * Until commit or abort, chunks written (or found present) here are safe from collection.
    */
   putChunk (cid: string, bytes: Uint8Array, o?: ReadOptions): Promise<void>
-  /** Many verified chunks lying in one buffer; contiguous runs are written with one call. */
+  /**
+   * Many verified chunks lying in one buffer; contiguous runs are written with one call. The
+   * caller may reuse `bytes` once it settles, whether it succeeded or failed.
+   */
   putBlock (bytes: Uint8Array, chunks: readonly BlockSlice[], o?: ReadOptions): Promise<void>
+  /**
+   * Whether the store has a chunk; if it has, the chunk is this writer's as if written here (safe
+   * from gc until the writer finishes, made durable by its commit). Callers that skip fetching
+   * the chunks a store holds ask this rather than `ChunkStore.has`.
+   */
+  has (cid: string): Promise<boolean>
   /**
    * Makes the object exist: flushes the chunk bytes durably, then records the manifest and a
    * reference from the object to each distinct chunk, in one transaction. Every descriptor's

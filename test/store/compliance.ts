@@ -519,6 +519,31 @@ export function storeCompliance (name: string, makeStore: () => Promise<StoreUnd
         assertSameBytes(await store.get(cidOf(common)), common)
       })
 
+      test('writer.has answers for the store and keeps what it found for the writer, through a release and a gc', async (store) => {
+        const old = makeObject(200_000, [50_000])
+        await writeObject(store, old)
+        const found = chunkBytes(old, 2)
+        const absent = randomBytes(20_000)
+        const writer = store.openWriter()
+        assert.equal(await writer.has(cidOf(found)), true)
+        assert.equal(await writer.has(cidOf(absent)), false)
+        await rejectsWithCode(writer.has('not-a-cid'), 'ERR_INVALID_CID')
+        assert.equal(await store.release(old.oid), true)
+        await store.gc()
+        // The chunk the writer found survives the gc (the disk store may keep more while a writer
+        // older than the release is open); the object the writer commits uses it as stored.
+        assert.equal(await store.has(cidOf(found)), true, 'the chunk the writer found was collected')
+        await writer.putChunk(cidOf(absent), absent)
+        const object = objectOf([found, absent])
+        await writer.commit(object.oid, object.descriptors)
+        const got = await collect(store.getMany(object.descriptors.map(d => d.cid)))
+        assertSameBytes(Buffer.concat(got.map(g => g.bytes)), object.bytes)
+        await rejectsWithCode(writer.has(cidOf(found)), 'ERR_CLOSED')
+        assert.equal(await store.release(object.oid), true)
+        await store.gc()
+        await assertEmpty(store)
+      })
+
       test('a chunk a writer found in an object survives that object\'s release and a gc while the writer is open', async (store) => {
         const old = makeObject(200_000, [50_000])
         await writeObject(store, old)
