@@ -74,7 +74,10 @@ export interface ObjectWriter {
    * descriptor object per chunk.
    */
   commit (oid: string, manifest: ManifestInput): Promise<ObjectInfo>
-  /** Forgets the pins; the chunks written become collectable unless something references them. */
+  /**
+   * Lets go of the writer's chunks: unreferenced ones become collectable (the disk store may keep
+   * them until writers opened before this one have finished too).
+   */
   abort (): Promise<void>
 }
 
@@ -107,7 +110,7 @@ export interface ChunkStore {
   objects (o?: ReadOptions): AsyncIterable<ObjectInfo>
   /** Drops the object (its references). Returns false if it was not stored. */
   release (oid: string): Promise<boolean>
-  /** Reclaims chunks no object references and no open writer pins. */
+  /** Reclaims chunks no object references and no open writer holds (wrote, found or relies on). */
   gc (o?: ReadOptions): Promise<GcResult>
   usage (): Promise<StoreUsage>
   close (): Promise<void>
