@@ -1,6 +1,6 @@
 /**
  * DiskWriter.putBlock when part of the call fails, and commit after an unrelated pack's flush
- * failed. Review findings: these fail against the code as of 955d0c0.
+ * failed (review findings: these failed against 955d0c0, before the fixes).
  */
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
@@ -9,6 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openDiskStore } from '../../src/store/index.ts'
+import type { ChunkStore, ObjectWriter } from '../../src/store/types.ts'
 import { assertSameBytes, cidOf, makeObject, objectOf, rejectsWithCode, writeObject } from './compliance.ts'
 
 function withDirectory (title: string, body: (dir: string) => Promise<void>): void {
@@ -16,6 +17,21 @@ function withDirectory (title: string, body: (dir: string) => Promise<void>): vo
     const dir = await mkdtemp(join(tmpdir(), 'berth-disk-failures-'))
     try { await body(dir) } finally { await rm(dir, { recursive: true, force: true }) }
   })
+}
+
+/**
+ * The failed call has returned, so the caller may reuse its buffer (as put.ts does with a pooled
+ * block); then another writer needs `a`, finds it in the index, relies on it and commits: the
+ * committed chunk must hold `a`, not what the buffer held after the reuse.
+ */
+async function reuseThenRelyOn (store: ChunkStore, first: ObjectWriter, buffer: Buffer, a: Uint8Array): Promise<void> {
+  buffer.fill(0)
+  await first.abort()
+  const object = objectOf([a])
+  const second = store.openWriter()
+  await second.putChunk(cidOf(a), a)
+  await second.commit(object.oid, object.descriptors)
+  assertSameBytes(await store.get(cidOf(a)), a, 'the committed object\'s chunk holds the bytes written after the caller reused its buffer')
 }
 
 describe('DiskWriter when part of a putBlock fails', () => {
@@ -56,16 +72,7 @@ describe('DiskWriter when part of a putBlock fails', () => {
         { cid: cidOf(b), start: 100_000, length: b.byteLength },
         { cid: 'not-a-cid', start: 150_000, length: 10 }
       ]), 'ERR_INVALID_CID')
-      // The call has returned: the caller may reuse its buffer (as put.ts does with a pooled block).
-      buffer.fill(0)
-      await first.abort()
-
-      // Another writer needs `a`, finds it in the index, relies on it and commits.
-      const object = objectOf([a])
-      const second = store.openWriter()
-      await second.putChunk(cidOf(a), a)
-      await second.commit(object.oid, object.descriptors)
-      assertSameBytes(await store.get(cidOf(a)), a, 'the committed object\'s chunk holds the bytes written after the caller reused its buffer')
+      await reuseThenRelyOn(store, first, buffer, a)
     } finally { await store.close() }
   })
 
@@ -87,14 +94,7 @@ describe('DiskWriter when part of a putBlock fails', () => {
         { cid: cidOf(a), start: 0, length: a.byteLength },
         { cid: cidOf(b), start: 100_000, length: b.byteLength }
       ]), 'ERR_STORE')
-      buffer.fill(0)
-      await first.abort()
-
-      const object = objectOf([a])
-      const second = store.openWriter()
-      await second.putChunk(cidOf(a), a)
-      await second.commit(object.oid, object.descriptors)
-      assertSameBytes(await store.get(cidOf(a)), a, 'the committed object\'s chunk holds the bytes written after the caller reused its buffer')
+      await reuseThenRelyOn(store, first, buffer, a)
     } finally { await store.close() }
   })
 })
