@@ -180,12 +180,11 @@ class Pack {
   /**
    * Writes a run reserved with `reserve(bytes.byteLength, io.leadOf(bytes))`. Direct, from an
    * aligned pooled block (core/blocks.ts): the run's page offset in memory and in the file are
-   * the same, so the aligned span around it goes to disk straight from the block — the bytes
-   * around the run (the lead and the tail padding) are whatever the block holds there, and lie
-   * outside any run. Direct, from other memory: copied through aligned staging buffers, from
-   * `lead` bytes before the run so that source and staging are equally word-aligned (V8 copies
-   * shared memory word by word only then: 80 vs 390 ms per GiB, measured); the lead and the tail
-   * padding are zeroed.
+   * the same, so its whole pages go to disk straight from the block (see writeFromBlock); runs
+   * of two pages or less are simply copied. Direct, from other memory: copied through aligned
+   * staging buffers, from `lead` bytes before the run so that source and staging are equally
+   * word-aligned (V8 copies shared memory word by word only then: 80 vs 390 ms per GiB,
+   * measured). Either way the lead and the tail padding are zeros.
    */
   async write (bytes: Uint8Array, position: number, flushBehind = true): Promise<void> {
     const file = await this.file
@@ -193,8 +192,8 @@ class Pack {
     const span = alignUp(lead + bytes.byteLength)
     if (!this.io.direct) {
       await writeAll(file, bytes, position)
-    } else if (this.io.blockOffsetOf(bytes) === lead && bytes.byteOffset - lead + span <= bytes.buffer.byteLength && await this.writeFromBlock(file, bytes, position, lead, span)) {
-      // written straight from the block
+    } else if (this.io.blockOffsetOf(bytes) === lead && span > 2 * ALIGN && await this.writeFromBlock(file, bytes, position)) {
+      // written (but for its first and last page) straight from the block
     } else {
       const from = new Uint8Array(bytes.buffer, bytes.byteOffset - lead, bytes.byteLength + lead)
       for (let done = 0; done < from.byteLength;) {
@@ -221,14 +220,41 @@ class Pack {
     }
   }
 
-  /** false when this device refuses the block's alignment (EINVAL, nothing written): copy instead. */
-  private async writeFromBlock (file: FileHandle, bytes: Uint8Array, position: number, lead: number, span: number): Promise<boolean> {
+  /**
+   * The pages wholly inside the run go to disk straight from the block; its first and last
+   * pages, which it shares with whatever else the block holds there (perhaps bytes of another
+   * object that used the block before), are copied into a stage and zero-padded: dead space in a
+   * pack holds zeros. One writev. false when this device refuses the block's alignment (EINVAL,
+   * nothing written): the caller copies instead.
+   */
+  private async writeFromBlock (file: FileHandle, bytes: Uint8Array, position: number): Promise<boolean> {
+    const end = position + bytes.byteLength
+    const wholeFrom = alignUp(position)
+    const wholeTo = alignDown(end)
+    const stage = this.io.stage()
     try {
-      await writeAll(file, new Uint8Array(bytes.buffer, bytes.byteOffset - lead, span), position - lead)
+      const parts: Uint8Array[] = []
+      if (wholeFrom > position) {
+        const head = stage.bytes.subarray(0, ALIGN)
+        const lead = ALIGN - (wholeFrom - position)
+        head.fill(0, 0, lead)
+        head.set(bytes.subarray(0, wholeFrom - position), lead)
+        parts.push(head)
+      }
+      parts.push(bytes.subarray(wholeFrom - position, wholeTo - position))
+      if (end > wholeTo) {
+        const tail = stage.bytes.subarray(ALIGN, 2 * ALIGN)
+        tail.set(bytes.subarray(wholeTo - position))
+        tail.fill(0, end - wholeTo)
+        parts.push(tail)
+      }
+      await writevAll(file, parts, alignDown(position))
       return true
     } catch (err) {
       if (this.io.refuse(bytes.buffer, err)) return false
       throw err
+    } finally {
+      stage.release()
     }
   }
 
@@ -317,6 +343,22 @@ class Pack {
     // FileHandle.close waits for operations still running on the handle.
     const file = await this.file.catch(() => undefined)
     await file?.close()
+  }
+}
+
+/** Writes every part, back to back from `position`, going on after short writes. */
+async function writevAll (file: FileHandle, parts: Uint8Array[], position: number): Promise<void> {
+  let rest = parts
+  while (rest.length > 0) {
+    let { bytesWritten } = await file.writev(rest, position)
+    position += bytesWritten
+    const next: Uint8Array[] = []
+    for (const part of rest) {
+      if (bytesWritten >= part.byteLength) { bytesWritten -= part.byteLength; continue }
+      next.push(part.subarray(bytesWritten))
+      bytesWritten = 0
+    }
+    rest = next
   }
 }
 

@@ -115,7 +115,7 @@ describe('DiskStore on disk', () => {
     } finally { await store.close() }
   })
 
-  withDirectory('runs lying in a pooled block keep their page offset in the pack, go to disk straight from the block, and read back', async (dir) => {
+  withDirectory('runs lying in a pooled block keep their page offset in the pack, read back, and leave zeros around them', async (dir) => {
     const store = await openDiskStore({ dir })
     const block = sharedBlocks(4 * 1024 * 1024).acquire()
     try {
@@ -124,6 +124,7 @@ describe('DiskStore on disk', () => {
       const object = makeObject(700_000, [64 * 1024, 100_000])
       block.bytes.fill(0xab, 0, at)
       block.bytes.set(object.bytes, at)
+      block.bytes.fill(0xcd, at + object.bytes.byteLength, at + object.bytes.byteLength + 8192)
       const writer = store.openWriter()
       await writer.putBlock(block.bytes, object.slices.map(s => ({ ...s, start: s.start + at })))
       await writer.commit(object.oid, object.descriptors)
@@ -136,14 +137,16 @@ describe('DiskStore on disk', () => {
         return
       }
       assert.equal(position % 4096, offset, 'the run keeps its page offset')
-      // Written from the block itself: what precedes the run on its page is the block's marker,
-      // where a copy through a staging buffer would have written zeros.
+      // Around the run on its first and last pages the pack holds zeros, not what the block held
+      // there (the marker before it, whatever follows it).
+      const end = position + object.bytes.byteLength
+      const around = Buffer.alloc(offset + (4096 - end % 4096) % 4096)
       const handle = await open(path, 'r')
       try {
-        const before = Buffer.alloc(offset)
-        await handle.read(before, 0, offset, position - offset)
-        assert.ok(before.every(b => b === 0xab), 'the lead came from the block')
+        await handle.read(around, 0, offset, position - offset)
+        await handle.read(around, offset, around.byteLength - offset, end)
       } finally { await handle.close() }
+      assert.ok(around.every(b => b === 0), 'the padding around the run is zeros')
     } finally {
       block.release()
       await store.close()
