@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openDiskStore } from '../../src/store/index.ts'
-import type { ChunkStore, ObjectWriter } from '../../src/store/types.ts'
+import type { BlockSlice, ChunkStore, ObjectWriter } from '../../src/store/types.ts'
 import { assertSameBytes, cidOf, makeObject, objectOf, rejectsWithCode, writeObject } from './compliance.ts'
 
 function withDirectory (title: string, body: (dir: string) => Promise<void>): void {
@@ -17,6 +17,16 @@ function withDirectory (title: string, body: (dir: string) => Promise<void>): vo
     const dir = await mkdtemp(join(tmpdir(), 'berth-disk-failures-'))
     try { await body(dir) } finally { await rm(dir, { recursive: true, force: true }) }
   })
+}
+
+/** Chunks `a` and `b` in one buffer, not adjacent: two runs, so two writes. */
+function twoRuns (aLength: number, bLength: number): { a: Uint8Array, buffer: Buffer, slices: BlockSlice[] } {
+  const a = randomBytes(aLength)
+  const b = randomBytes(bLength)
+  const buffer = Buffer.alloc(200_000)
+  buffer.set(a, 0)
+  buffer.set(b, 100_000)
+  return { a, buffer, slices: [{ cid: cidOf(a), start: 0, length: a.byteLength }, { cid: cidOf(b), start: 100_000, length: b.byteLength }] }
 }
 
 /**
@@ -57,21 +67,12 @@ describe('DiskWriter when part of a putBlock fails', () => {
     } finally { await store.close() }
   })
 
-  withDirectory('after putBlock rejects, no write of that call still reads the caller\'s buffer (malformed cid after a started run)', async (dir) => {
+  withDirectory('after putBlock rejects, no write of that call still reads the caller\'s buffer (a malformed cid in the call)', async (dir) => {
     const store = await openDiskStore({ dir })
     try {
-      const a = randomBytes(50_000)
-      const b = randomBytes(20_000)
-      const buffer = Buffer.alloc(200_000)
-      buffer.set(a, 0)
-      buffer.set(b, 100_000)
+      const { a, buffer, slices } = twoRuns(50_000, 20_000)
       const first = store.openWriter()
-      // `b` is not adjacent to `a`: a's run starts (its write waits for the new pack file), then the loop throws.
-      await rejectsWithCode(first.putBlock(buffer, [
-        { cid: cidOf(a), start: 0, length: a.byteLength },
-        { cid: cidOf(b), start: 100_000, length: b.byteLength },
-        { cid: 'not-a-cid', start: 150_000, length: 10 }
-      ]), 'ERR_INVALID_CID')
+      await rejectsWithCode(first.putBlock(buffer, [...slices, { cid: 'not-a-cid', start: 150_000, length: 10 }]), 'ERR_INVALID_CID')
       await reuseThenRelyOn(store, first, buffer, a)
     } finally { await store.close() }
   })
@@ -83,17 +84,10 @@ describe('DiskWriter when part of a putBlock fails', () => {
       await writeObject(store, makeObject(10_000, [10_000])) // pack 1
       // Stands in for a write error (ENOSPC, EIO, EMFILE): creating pack 3 will fail with EEXIST.
       await writeFile(join(dir, 'packs', '000003.pack'), '')
-      const a = randomBytes(60_000)
-      const b = randomBytes(60_000)
-      const buffer = Buffer.alloc(200_000)
-      buffer.set(a, 0)
-      buffer.set(b, 100_000)
+      const { a, buffer, slices } = twoRuns(60_000, 60_000)
       const first = store.openWriter()
       // a → new pack 2 (open, then a directory fsync, then the copy); b → pack 3, whose open fails at once.
-      await rejectsWithCode(first.putBlock(buffer, [
-        { cid: cidOf(a), start: 0, length: a.byteLength },
-        { cid: cidOf(b), start: 100_000, length: b.byteLength }
-      ]), 'ERR_STORE')
+      await rejectsWithCode(first.putBlock(buffer, slices), 'ERR_STORE')
       await reuseThenRelyOn(store, first, buffer, a)
     } finally { await store.close() }
   })
