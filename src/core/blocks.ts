@@ -12,9 +12,8 @@
  * Aligned when the process can tell: direct I/O (store/direct-io.ts) wants buffers at addresses
  * aligned as the device says (512 B or 4 KiB), which JavaScript cannot see; once a store has
  * found a way to probe that, it registers it here (`setAligner`), and every block is handed out
- * as a view starting at an address the probing device accepts, with at least ALIGN bytes of its
- * buffer after the view's end. So a block filled by the network or the chunker goes to disk as
- * it is, without a staging copy.
+ * as a view starting at an address the probing device accepts. So a block filled by the network
+ * or the chunker goes to disk as it is, without a staging copy (store/disk.ts Pack.write).
  */
 
 /** Alignment direct I/O wants for addresses, offsets and lengths (the largest common device block). */
@@ -59,8 +58,8 @@ export class SharedBlockPool {
   constructor (readonly blockSize: number, private readonly maxFree = 32) {}
 
   acquire (): SharedBlock {
-    // Room for an aligned start and for a write padded up to ALIGN past the view's end.
-    const buffer = this.free.pop() ?? new SharedArrayBuffer(this.blockSize + 2 * ALIGN)
+    // Room for an aligned start (the aligned offset is below ALIGN).
+    const buffer = this.free.pop() ?? new SharedArrayBuffer(this.blockSize + ALIGN)
     const bytes = this.view(buffer)
     let refs = 1
     return {

@@ -56,7 +56,7 @@ function alignedOffset (fd: number, buffer: ArrayBufferLike, from = 0): number |
       readSync(fd, all, at, ALIGN, 0)
       return at
     } catch (err) {
-      if ((err as { code?: string }).code !== 'EINVAL') throw err
+      if (!isInvalid(err)) throw err
     }
   }
   return undefined

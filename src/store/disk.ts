@@ -555,7 +555,7 @@ export class DiskStore implements ChunkStore {
 
   async has (cid: string): Promise<boolean> {
     const { key, digest } = parseName(cid)
-    return this.pending.get(key)?.written === true || this.isPresent(digest)
+    return this.pending.get(key)?.written === true || this.sql().present.get(digest) !== undefined
   }
 
   async get (cid: string, o: ReadOptions = {}): Promise<Uint8Array> {
@@ -764,10 +764,6 @@ export class DiskStore implements ChunkStore {
 
   ensureOpen (): void {
     if (this.closed) throw new ClosedError('store is closed')
-  }
-
-  isPresent (digest: Buffer): boolean {
-    return this.sql().present.get(digest) !== undefined
   }
 
   /**

@@ -58,7 +58,6 @@ export interface PipelineOptions {
 
 export const DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
 
-
 /** Where input comes from: fills buf[at, limit) with the next bytes; 0 means the input ended. */
 type Fill = (buf: Uint8Array, at: number, limit: number) => Promise<number>
 interface Source { fill: Fill, close: () => Promise<void>, readAhead: boolean }
