@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks'
 import { ensurePrograms, startNginx, startSshd, opensslDgst, curlVerified, curlRaw, scp, rsync, ddFsync, type Nginx, type Sshd, type Timed } from './lib/anchors.ts'
 import { AgentProc, apiGet, apiPut, berthCmd, berthGet, berthPut, cliProbe, oidDigestHex, ROOT, type BerthRun } from './lib/berth.ts'
 import { ensureRandomFile, fmtBytes, freeBytes, parseSize, warm } from './lib/data.ts'
-import { installCleanup, killAll, median, run, runPipe } from './lib/proc.ts'
+import { freePort, installCleanup, killAll, median, run, runPipe, start, stop, waitForPort, type Started } from './lib/proc.ts'
 import { fmtMB, fmtRate, fmtRatio, fmtSeconds, machine, machineLine, markdownTable, notes, type Row } from './lib/report.ts'
 import { cpuSeconds, RssSampler, vmHWM } from './lib/rss.ts'
 
@@ -199,9 +199,20 @@ async function main (): Promise<void> {
   const rsyncS = series('rsync --whole-file')
   const get = series('berth get')
   const apiGetS = series('curl GET /v1/objects/OID?hint=')
+  const floor = series('floor (bench/floor.ts, curl client)')
+  const floorProcs = await startFloor().catch((err: Error) => { floor.runs.push({ ms: NaN, ok: false, error: err.message }); return undefined })
   const getPeak = new RssSampler(() => ({ A: A.pid, B: B.pid })).start()
   for (let i = 0; i < REPEAT; i++) {
     log(`get, repetition ${i + 1}/${REPEAT}`)
+    if (floorProcs !== undefined) {
+      const before = floorProcs.cpu()
+      const r = await run('curl', ['-s', '--fail', '-o', '/dev/null', '-w', '%{size_download}', `${floorProcs.url}/?sha=${expectHex}`], { timeoutMs: 600000 })
+      const after = floorProcs.cpu()
+      const good = r.code === 0 && Number(r.stdout.trim()) === SIZE
+      floor.runs.push({ ms: r.ms, ok: good, error: good ? undefined : `floor: curl exit ${r.code}, ${r.stdout.trim()} bytes: ${floorProcs.stderr()}` })
+      if (good && before !== undefined && after !== undefined) (cpu.floor ??= []).push(after - before)
+      log(`  floor: ${good ? fmtSeconds(r.ms) : 'failed'}`)
+    }
     if (nginx !== undefined) {
       curlV.runs.push(await curlVerified(nginx.url, expectHex))
       curlR.runs.push(await curlRaw(nginx.url))
@@ -242,6 +253,7 @@ async function main (): Promise<void> {
     log(`  curl|openssl ${fmtSeconds(curlV.runs[i].ms)}, scp ${fmtSeconds(scpS.runs[i].ms)}, rsync ${fmtSeconds(rsyncS.runs[i].ms)}`)
   }
   const getRss = getPeak.stop()
+  if (floorProcs !== undefined) await floorProcs.stop()
   json.getPeakRss = Object.fromEntries(getRss)
 
   // Once, untimed: the bytes `berth get -o -` writes really are the object (its sha-256 checked).
@@ -286,6 +298,11 @@ async function main (): Promise<void> {
     }
   }
 
+  if (floor.runs.length > 0) {
+    compareRow('get-floor', `context: the floor — only the work a verified get must do, no protocol (bench/floor.ts, curl as client)`, floor, curlV, SIZE, '—', () => true)
+    rows[rows.length - 1].verdict = floor.runs.every(r => r.ok) ? 'info' : 'error'
+  }
+
   // context rows (no target)
   const ctx = (id: string, measure: string, s: Series, anchor: Series | undefined, bytes?: number): void => {
     const b = med(s)
@@ -318,10 +335,32 @@ async function main (): Promise<void> {
   json.agentCpuSeconds = cpu
   if (Object.keys(cpu).length > 0) {
     const f = (k: string): string => cpu[k] !== undefined ? `${median(cpu[k]).toFixed(2)} s` : '—'
-    rows.push({ id: 'agent-cpu', measure: `context: agent CPU time (user+sys, all threads) per ${fmtBytes(SIZE)}, median`, berth: `put fixed ${f('put-fixed')}, put cdc ${f('put-cdc')}; get: sender A ${f('get-sender')}, receiver B ${f('get-receiver')}`, anchor: `openssl dgst ${fmtSeconds(med(dgst))} (one thread: wall ≈ CPU)`, ratio: '', target: '—', verdict: 'info', data: cpu })
+    rows.push({ id: 'agent-cpu', measure: `context: agent CPU time (user+sys, all threads) per ${fmtBytes(SIZE)}, median`, berth: `put fixed ${f('put-fixed')}, put cdc ${f('put-cdc')}; get: sender A ${f('get-sender')}, receiver B ${f('get-receiver')}; the floor's sender + receiver ${f('floor')}`, anchor: `openssl dgst ${fmtSeconds(med(dgst))} (one thread: wall ≈ CPU)`, ratio: '', target: '—', verdict: 'info', data: cpu })
   }
   if (getRss.size > 0) {
     rows.push({ id: 'rss-1g', measure: `context: agent peak RSS during the ${fmtBytes(SIZE)} gets (sampled)`, berth: `A ${fmtMB(getRss.get('A') ?? NaN)}, B ${fmtMB(getRss.get('B') ?? NaN)}`, anchor: '—', ratio: '', target: '—', verdict: 'info' })
+  }
+
+  /** The floor's sender and receiver (bench/floor.ts), listening; `cpu` sums both processes. */
+  async function startFloor (): Promise<{ url: string, cpu: () => number | undefined, stderr: () => string, stop: () => Promise<void> }> {
+    const dir = join(TMP, 'floor')
+    await mkdir(dir, { recursive: true })
+    const [sendPort, recvPort] = [await freePort(), await freePort()]
+    const script = join(ROOT, 'bench', 'floor.ts')
+    const procs: Started[] = []
+    procs.push(start(process.execPath, ['--import', 'tsx', script, 'sender', String(sendPort), DATA], { cwd: ROOT }))
+    await waitForPort(sendPort, procs[0], 'floor sender')
+    procs.push(start(process.execPath, ['--import', 'tsx', script, 'receiver', String(recvPort), String(sendPort), dir], { cwd: ROOT }))
+    await waitForPort(recvPort, procs[1], 'floor receiver')
+    return {
+      url: `http://127.0.0.1:${recvPort}`,
+      cpu: () => {
+        const [a, b] = procs.map(p => cpuSeconds(p.child.pid))
+        return a !== undefined && b !== undefined ? a + b : undefined
+      },
+      stderr: () => procs.map(p => p.stderr().trim().slice(-300)).join(' | '),
+      stop: async () => { await Promise.all(procs.map(async p => await stop(p))) }
+    }
   }
 
   async function bigTest (): Promise<void> {

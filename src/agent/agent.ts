@@ -10,7 +10,7 @@ import { hostname, networkInterfaces } from 'node:os'
 import { isAbsolute, resolve, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { AbortedError, BadRequestError, HashMismatchError, NotFoundError, PathNotAllowedError, UnsupportedSchemeError, toBerthError } from '../core/errors.ts'
+import { BadRequestError, NotFoundError, PathNotAllowedError, UnsupportedSchemeError, toBerthError } from '../core/errors.ts'
 import { type Hint, parseHint, uniqueHints } from '../core/hints.ts'
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { parseOid } from '../core/naming.ts'
@@ -29,6 +29,7 @@ import { putObject } from './put.ts'
 import { readStoredObject } from './read.ts'
 import { type OutputPiece, Transfer } from './transfer.ts'
 import { createHttpServer, type ListenAddress, listen, parseListen, urlOf } from './http.ts'
+import { sendPieces, type SendPiece } from './send.ts'
 
 export interface AgentOptions {
   /** local API address; default 127.0.0.1:4650 (port 0 picks a free one) */
@@ -93,73 +94,8 @@ function parseOrder (query: unknown): 'ordered' | 'any' {
   throw new BadRequestError('order must be "ordered" or "any"')
 }
 
-/** Bytes to send, and what to call once the socket has taken them (pooled memory goes back). */
-interface SendPiece { bytes: Uint8Array, release?: () => void }
-
-interface SendOptions<T extends SendPiece> {
-  /** bytes written before each piece (a frame header); pieces are then counted as framed, not capped */
-  header?: (piece: T) => Uint8Array
-  api: 'local' | 'peer'
-  metrics: AgentMetrics
-}
-
-/**
- * Writes pieces to the response with backpressure, without copying: each piece's bytes go to the
- * socket as they are, and its `release` runs once the socket has taken them (arena and store
- * buffers are reused after that). A failure mid-way destroys the response, so the client sees an
- * error, never a short object taken for whole.
- */
-async function sendPieces<T extends SendPiece> (reply: FastifyReply, status: number, headers: Record<string, string>, pieces: AsyncIterable<T>, o: SendOptions<T>): Promise<void> {
-  // The status is committed only once the first piece is ready: a get that fails before any
-  // byte (no source, wrong manifest) still answers with its error code.
-  const it = pieces[Symbol.asyncIterator]()
-  let next = await it.next()
-  reply.hijack()
-  const res = reply.raw
-  res.writeHead(status, headers)
-  const limit = headers['content-length'] !== undefined ? Number(headers['content-length']) : Infinity
-  let sent = 0
-  // Pieces the socket has not confirmed: a destroyed socket may never call a write callback, so
-  // whatever is left is released when the response closes (release is idempotent).
-  const unconfirmed = new Set<() => void>()
-  res.once('close', () => { for (const r of unconfirmed) r(); unconfirmed.clear() })
-  try {
-    for (; next.done !== true; next = await it.next()) {
-      const p = next.value
-      if (res.destroyed) { p.release?.(); throw new AbortedError('client went away') }
-      sent += p.bytes.byteLength
-      // Never more than announced: a client would take the first Content-Length bytes as whole.
-      if (sent > limit) { p.release?.(); throw new HashMismatchError('the object produced more bytes than its manifest announced') }
-      if (o.header !== undefined) res.write(o.header(p))
-      const release = p.release
-      let flushed = true
-      if (p.bytes.byteLength > 0) {
-        if (release !== undefined) unconfirmed.add(release)
-        flushed = res.write(p.bytes, release !== undefined ? () => { unconfirmed.delete(release); release() } : undefined)
-      } else {
-        release?.()
-      }
-      o.metrics.bytesServed.inc({ api: o.api }, p.bytes.byteLength)
-      if (!flushed) await drained(res)
-    }
-    if (sent < limit && limit !== Infinity) throw new HashMismatchError('the object produced fewer bytes than its manifest announced')
-    res.end()
-  } catch (err) {
-    await it.return?.()
-    res.destroy(toBerthError(err))
-  }
-}
-
 interface ChunkFrame extends SendPiece { cid: string, missing?: boolean }
 const NOTHING = new Uint8Array(0)
-
-function drained (res: NodeJS.WritableStream & { destroyed: boolean, once: Function, off: Function }): Promise<void> {
-  return new Promise(resolve => {
-    const done = (): void => { res.off('drain', done); res.off('close', done); resolve() }
-    res.once('drain', done)
-    res.once('close', done)
-  })
-}
 
 export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
   const pool = options.pool ?? sharedHashPool()
