@@ -14,7 +14,7 @@ import { BadRequestError, NotFoundError, PathNotAllowedError, UnsupportedSchemeE
 import { type Hint, parseHint, uniqueHints } from '../core/hints.ts'
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { parseOid } from '../core/naming.ts'
-import { parseRange, type ByteRange } from '../core/range.ts'
+import type { ByteRange } from '../core/range.ts'
 import { parseChunkerSpec, type ChunkerSpec } from '../core/chunker/index.ts'
 import {
   CHUNK_FRAMES_TYPE, MANIFEST_TYPE, MISSING, OFFSET_FRAMES_TYPE,
@@ -28,7 +28,7 @@ import { PeerPlugin } from './plugins/peer.ts'
 import { putObject } from './put.ts'
 import { readStoredObject } from './read.ts'
 import { type OutputPiece, Transfer } from './transfer.ts'
-import { createHttpServer, type ListenAddress, listen, parseListen, urlOf } from './http.ts'
+import { abortOnClose, createHttpServer, type ListenAddress, listen, parseListen, rangeOf, urlOf } from './http.ts'
 import { sendPieces, type SendPiece } from './send.ts'
 
 export interface AgentOptions {
@@ -195,7 +195,7 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
       }
       if (range !== undefined) headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`
       const header = order === 'any' ? (p: OutputPiece) => encodeOffsetHeader(p.offset, p.bytes.byteLength) : undefined
-      await sendPieces(reply, range !== undefined ? 206 : 200, headers, pieces, { header, api: 'local', metrics })
+      await sendPieces(reply, range !== undefined ? 206 : 200, headers, pieces, { header, count: n => metrics.bytesServed.inc({ api: 'local' }, n) })
     })
 
     app.delete('/v1/objects/:oid', async (request, reply) => {
@@ -264,8 +264,7 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
       }
       await sendPieces(reply, 200, { 'content-type': CHUNK_FRAMES_TYPE }, frames(), {
         header: f => encodeChunkHeader(f.cid, f.missing === true ? MISSING : f.bytes.byteLength),
-        api: 'peer',
-        metrics
+        count: n => metrics.bytesServed.inc({ api: 'peer' }, n)
       })
     })
 
@@ -300,21 +299,3 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
   }
   return agent
 }
-
-// parseRange, plus the "Content-Range: bytes */SIZE" that RFC 9110 asks of a 416.
-function rangeOf (header: string | undefined, size: number, reply: FastifyReply): ByteRange | undefined {
-  try {
-    return parseRange(header, size)
-  } catch (err) {
-    reply.header('content-range', `bytes */${size}`)
-    throw err
-  }
-}
-
-/** A signal that fires when the client goes away before the answer is complete. */
-function abortOnClose (reply: FastifyReply): AbortSignal {
-  const controller = new AbortController()
-  reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort() })
-  return controller.signal
-}
-

@@ -1,11 +1,12 @@
 /**
  * What every Berth HTTP server shares: errors as `{error: {code, message}}` with the status
  * from the error catalogue, client-level errors (oversized headers, garbage) answered in the
- * same shape, and listen-address parsing.
+ * same shape, listen-address parsing, Range answers and client-gone signals.
  */
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import type { Socket } from 'node:net'
 import { BerthError, InvalidConfigError, toBerthError } from '../core/errors.ts'
+import { parseRange, type ByteRange } from '../core/range.ts'
 
 export function errorBody (err: BerthError): string {
   return JSON.stringify({ error: { code: err.code, message: err.message } })
@@ -66,4 +67,21 @@ export async function listen (app: FastifyInstance, address: ListenAddress): Pro
   const a = app.server.address()
   if (a === null || typeof a === 'string') return address
   return { host: address.host, port: a.port }
+}
+
+// parseRange, plus the "Content-Range: bytes */SIZE" that RFC 9110 asks of a 416.
+export function rangeOf (header: string | undefined, size: number, reply: FastifyReply): ByteRange | undefined {
+  try {
+    return parseRange(header, size)
+  } catch (err) {
+    reply.header('content-range', `bytes */${size}`)
+    throw err
+  }
+}
+
+/** A signal that fires when the client goes away before the answer is complete. */
+export function abortOnClose (reply: FastifyReply): AbortSignal {
+  const controller = new AbortController()
+  reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort() })
+  return controller.signal
 }

@@ -9,7 +9,7 @@ import type { ChunkingPipeline, PipelineOptions } from '../core/chunker/pipeline
 import type { HashPool } from '../core/hash-pool.ts'
 import type { ChunkStore, ObjectInfo } from '../store/types.ts'
 import { stat } from 'node:fs/promises'
-import { BadRequestError } from '../core/errors.ts'
+import { BadRequestError, HashMismatchError } from '../core/errors.ts'
 import { PackedManifest } from '../core/manifest.ts'
 
 async function regularFile (path: string): Promise<string> {
@@ -30,6 +30,8 @@ export interface PutSource {
 export interface PutOptions {
   chunker?: ChunkerSpec
   signal?: AbortSignal
+  /** the OID the bytes must have (an upload to a name): anything else is refused, nothing stored */
+  expect?: string
 }
 
 export async function putObject (source: PutSource, store: ChunkStore, pool: HashPool, options: PutOptions = {}): Promise<ObjectInfo> {
@@ -55,6 +57,7 @@ export async function putObject (source: PutSource, store: ChunkStore, pool: Has
       if (writing.size >= WRITES_IN_FLIGHT) await Promise.race(writing)
     }
     await Promise.all(writing)
+    if (options.expect !== undefined && pipeline.oid !== options.expect) throw new HashMismatchError(`the uploaded bytes are ${pipeline.oid!}, not ${options.expect}`)
     return await writer.commit(pipeline.oid!, manifest)
   } catch (err) {
     // No write may still use a block once it is back in the pool.

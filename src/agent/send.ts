@@ -4,7 +4,6 @@
  */
 import type { FastifyReply } from 'fastify'
 import { AbortedError, HashMismatchError, toBerthError } from '../core/errors.ts'
-import type { AgentMetrics } from './metrics.ts'
 
 /** Bytes to send, and what to call once the socket has taken them (pooled memory goes back). */
 export interface SendPiece { bytes: Uint8Array, release?: () => void }
@@ -12,8 +11,8 @@ export interface SendPiece { bytes: Uint8Array, release?: () => void }
 export interface SendOptions<T extends SendPiece> {
   /** bytes written before each piece (a frame header); pieces are then counted as framed, not capped */
   header?: (piece: T) => Uint8Array
-  api: 'local' | 'peer'
-  metrics: AgentMetrics
+  /** told how many bytes each piece carried (metrics) */
+  count?: (bytes: number) => void
 }
 
 /**
@@ -80,7 +79,7 @@ export async function sendPieces<T extends SendPiece> (reply: FastifyReply, stat
       } else {
         release?.()
       }
-      o.metrics.bytesServed.inc({ api: o.api }, p.bytes.byteLength)
+      o.count?.(p.bytes.byteLength)
       if (corked >= FLUSH_BYTES) {
         flush()
         // Backpressure is honoured per flush: while corked, every write reports a full buffer.

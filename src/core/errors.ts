@@ -51,6 +51,18 @@ export class SourceError extends define('ERR_SOURCE', 502) {}
 export class AbortedError extends define('ERR_ABORTED', 499) {}
 export class StoreError extends define('ERR_STORE', 500) {}
 export class ClosedError extends define('ERR_CLOSED', 503) {}
+/** No token where one is needed (401). */
+export class TokenMissingError extends define('ERR_TOKEN_MISSING', 401) {}
+/** Malformed, forged or tampered token: its signature does not verify with a registered key (401). */
+export class TokenInvalidError extends define('ERR_TOKEN_INVALID', 401) {}
+export class TokenExpiredError extends define('ERR_TOKEN_EXPIRED', 401) {}
+export class TokenRevokedError extends define('ERR_TOKEN_REVOKED', 401) {}
+/** A valid token that does not cover this locker, operation or object (403). */
+export class TokenScopeError extends define('ERR_TOKEN_SCOPE', 403) {}
+/** A resource token not bound (`ath`) to the access token it came with (403). */
+export class TokenUnlinkedError extends define('ERR_TOKEN_UNLINKED', 403) {}
+export class QuotaExceededError extends define('ERR_QUOTA', 413) {}
+export class ConflictError extends define('ERR_CONFLICT', 409) {}
 
 /** Turns anything thrown into a BerthError so every API answers with a code. */
 export function toBerthError (err: unknown): BerthError {

@@ -7,7 +7,6 @@ import { describe, it, after } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { createHttpServer, listen, parseListen } from '../../src/agent/http.ts'
-import { createAgentMetrics } from '../../src/agent/metrics.ts'
 import { sendPieces, type SendPiece } from '../../src/agent/send.ts'
 
 /** A one-shot gate: `wait()` resolves once `open()` has been called. */
@@ -18,13 +17,13 @@ function gate (): { wait: () => Promise<void>, open: () => void } {
 }
 
 describe('sendPieces', async () => {
-  const metrics = createAgentMetrics()
+  let counted = 0
   let produce: () => AsyncGenerator<SendPiece> = async function * () {}
   let length = 0
   let released = 0
   const app = createHttpServer()
   app.get('/pieces', async (_request, reply) => {
-    await sendPieces(reply, 200, { 'content-type': 'application/octet-stream', 'content-length': String(length) }, produce(), { api: 'local', metrics })
+    await sendPieces(reply, 200, { 'content-type': 'application/octet-stream', 'content-length': String(length) }, produce(), { count: n => { counted += n } })
   })
   const address = await listen(app, parseListen('127.0.0.1:0'))
   after(async () => { await app.close() })
@@ -83,5 +82,6 @@ describe('sendPieces', async () => {
     assert.equal(body.byteLength, length)
     assert.ok(body.equals(Buffer.concat(pieces)), 'the body is the pieces in order')
     assert.equal(released, pieces.length)
+    assert.equal(counted, length + 4000, 'every byte sent was counted, in both answers')
   })
 })

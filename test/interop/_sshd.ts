@@ -4,22 +4,16 @@
  * privilege-separation directory sshd insists on).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { mkdir, writeFile, chmod, copyFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { freePort } from './_berth-cli.ts'
+import { ensurePackages } from './_apt.ts'
 
 const SSHD = '/usr/sbin/sshd'
 
 /** Installs openssh-server when missing. Returns why it is unavailable, or undefined when it is there. */
 export function ensureSshd (): string | undefined {
-  if (existsSync(SSHD) && existsSync('/usr/bin/ssh') && existsSync('/usr/bin/ssh-keygen')) return undefined
-  const install = (): boolean => spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'openssh-server', 'openssh-client'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 300_000 }).status === 0
-  if (!install()) {
-    spawnSync('apt-get', ['update'], { stdio: 'ignore', timeout: 300_000 })
-    if (!install()) return 'openssh-server is not installed and `apt-get install -y openssh-server` failed (not root, or no package mirror)'
-  }
-  return existsSync(SSHD) ? undefined : `apt-get installed openssh-server but ${SSHD} is still missing`
+  return ensurePackages([SSHD, '/usr/bin/ssh', '/usr/bin/ssh-keygen'], ['openssh-server', 'openssh-client'])
 }
 
 export interface Sshd {
