@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander'
 import { registerAgent } from './commands/agent.ts'
 import { registerCp } from './commands/cp.ts'
 import { registerGet } from './commands/get.ts'
+import { registerLocker } from './commands/locker.ts'
 import { registerOid } from './commands/oid.ts'
 import { registerPut } from './commands/put.ts'
 import { registerStart } from './commands/start.ts'
@@ -33,6 +34,7 @@ export function buildProgram (): Command {
   registerGet(program)
   registerStatus(program)
   registerCp(program)
+  registerLocker(program)
   return program
 }
 

@@ -193,13 +193,19 @@ describe('berth CLI', { timeout: 180_000 }, () => {
 
   it('start runs a node with its store under --dir and stops cleanly on SIGTERM', async () => {
     const home = join(dir, 'node')
-    const child = spawn(process.execPath, [BERTH_BIN, 'start', '--json', '--dir', home, '--listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [BERTH_BIN, 'start', '--json', '--dir', home, '--listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', '--locker-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] })
     let err = ''
     child.stderr.setEncoding('utf8').on('data', (s: string) => { err += s })
     const stop = stopper(child)
     try {
-      const info = await firstJsonLine(child, () => err) as { dir: string, agent: { url: string, hint: string } }
+      const info = await firstJsonLine(child, () => err) as { dir: string, agent: { url: string, hint: string }, locker: { url: string, name: string, ownerKey: string } }
       assert.equal(info.dir, home)
+      // The locker server runs beside the agent, with a locker for this user and its owner key.
+      const issued = await runBerth(['token', 'issue', '--locker', info.locker.name, '--key', info.locker.ownerKey, '--ops', 'status'])
+      assert.equal(issued.code, 0, issued.stderr)
+      const status = await fetch(`${info.locker.url}/v1/lockers/${info.locker.name}/status`, { headers: { authorization: `Bearer ${issued.stdout.toString().trim()}` } })
+      assert.equal(status.status, 200)
+      assert.equal(((await status.json()) as { locker: string }).locker, info.locker.name)
       const put = await runBerth(['put', file, '--agent', info.agent.url])
       assert.equal(put.code, 0, put.stderr)
       assert.equal(put.stdout.toString().split('\n')[0], oid)
@@ -209,7 +215,7 @@ describe('berth CLI', { timeout: 180_000 }, () => {
     }
 
     // Without --json a person gets the URLs and something to try.
-    const human = spawn(process.execPath, [BERTH_BIN, 'start', '--dir', home, '--listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const human = spawn(process.execPath, [BERTH_BIN, 'start', '--dir', home, '--listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', '--locker-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] })
     let text = ''
     await new Promise<void>((resolve, reject) => {
       human.stdout.setEncoding('utf8').on('data', (s: string) => { text += s; if (text.includes('berth get OID')) resolve() })

@@ -1,4 +1,5 @@
 import { InvalidConfigError } from '../errors.ts'
+import { parseSize } from '../units.ts'
 import type { HashPool } from '../hash-pool.ts'
 import { cdcCutter } from './cdc.ts'
 import { fixedCutter } from './fixed.ts'
@@ -42,14 +43,6 @@ export function createChunker (spec: ChunkerSpec = { kind: 'cdc' }): Chunker {
       }
     }
   }
-}
-
-const SIZE_RE = /^(\d+)([kKmM]?)$/
-function parseSize (s: string): number {
-  const m = SIZE_RE.exec(s)
-  if (m === null) throw new InvalidConfigError(`bad size ${JSON.stringify(s)} (e.g. 65536, 64k, 1m)`)
-  const mult = m[2] === '' ? 1 : m[2].toLowerCase() === 'k' ? 1024 : 1024 * 1024
-  return Number(m[1]) * mult
 }
 
 /**

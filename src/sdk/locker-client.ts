@@ -1,0 +1,117 @@
+/**
+ * DECADE's client API for a locker server: put (with TTL and sequence number), get (streamed,
+ * with Range), head, delete, status, revoke — each with the access token (and optionally the
+ * resource token) the locker's owner issued, and an AbortSignal.
+ *
+ * ```ts
+ * const lockers = new LockerClient('http://127.0.0.1:4660')
+ * await lockers.put('alice', oid, createReadStream('video.mp4'), { token, ttl: 3600 })
+ * const { stream } = await lockers.get('alice', oid, { token, range: { start: 0, end: 1023 } })
+ * ```
+ */
+import { Readable } from 'node:stream'
+import type { JWK } from 'jose'
+import { request } from 'undici'
+import { errorFrom } from './agent-client.ts'
+
+export interface LockerAuth {
+  /** the access token */
+  token: string
+  /** the resource token bound to it, if any */
+  resource?: string
+  signal?: AbortSignal
+}
+
+export interface LockerStatus {
+  locker: string
+  weight: number
+  quota: number
+  used: number
+  reserved: number
+  objects: number
+  transfers: Array<{ id: string, op: 'put' | 'get', oid: string, app: string, bytes: number, startedAt: number }>
+  list: Array<{ oid: string, size: number, seq: number | null, expiresAt: number | null, createdAt: number }>
+}
+
+export interface StoredObject { oid: string, size: number, locker: string, expiresAt: number | null }
+
+function headers (auth: LockerAuth, extra: Record<string, string> = {}): Record<string, string> {
+  const h: Record<string, string> = { authorization: `Bearer ${auth.token}`, ...extra }
+  if (auth.resource !== undefined) h['berth-resource'] = auth.resource
+  return h
+}
+
+export class LockerClient {
+  readonly url: string
+
+  constructor (url: string) {
+    this.url = url.replace(/\/+$/, '')
+  }
+
+  private objectUrl (locker: string, oid: string): string {
+    return `${this.url}/v1/lockers/${encodeURIComponent(locker)}/objects/${encodeURIComponent(oid)}`
+  }
+
+  private async json<T> (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, h: Record<string, string>, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const res = await request(url, { method, headers: body !== undefined && !(body instanceof Uint8Array) && !isStream(body) ? { ...h, 'content-type': 'application/json' } : h, body: body === undefined ? undefined : body instanceof Uint8Array || isStream(body) ? body as Readable : JSON.stringify(body), signal })
+    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, res.body)
+    if (res.statusCode === 204) { await res.body.dump(); return undefined as T }
+    return await res.body.json() as T
+  }
+
+  /** Creates a locker (needs a token signed with the provider's admin key). */
+  async createLocker (adminToken: string, l: { name: string, key: JWK, weight?: number, quota?: number }, signal?: AbortSignal): Promise<{ name: string, weight: number, quota: number, kid: string }> {
+    const r = await this.json<{ locker: { name: string, weight: number, quota: number, kid: string } }>('POST', `${this.url}/v1/lockers`, { authorization: `Bearer ${adminToken}` }, l, signal)
+    return r.locker
+  }
+
+  /** Stores an object under its OID: the server refuses bytes that do not hash to it. */
+  async put (locker: string, oid: string, body: Uint8Array | Readable | AsyncIterable<Uint8Array>, o: LockerAuth & { ttl?: number, seq?: number }): Promise<StoredObject> {
+    const extra: Record<string, string> = {}
+    if (o.ttl !== undefined) extra['berth-ttl'] = String(o.ttl)
+    if (o.seq !== undefined) extra['berth-seq'] = String(o.seq)
+    if (body instanceof Uint8Array) extra['content-length'] = String(body.byteLength)
+    const stream = body instanceof Uint8Array || body instanceof Readable ? body : Readable.from(body)
+    return await this.json<StoredObject>('PUT', this.objectUrl(locker, oid), headers(o, extra), stream, o.signal)
+  }
+
+  /** The object's bytes (or a range of them, inclusive) as a stream. */
+  async get (locker: string, oid: string, o: LockerAuth & { range?: { start: number, end?: number } }): Promise<{ stream: Readable, size: number, length: number }> {
+    const extra: Record<string, string> = {}
+    if (o.range !== undefined) extra.range = `bytes=${o.range.start}-${o.range.end ?? ''}`
+    const res = await request(this.objectUrl(locker, oid), { method: 'GET', headers: headers(o, extra), signal: o.signal })
+    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, res.body)
+    const length = Number(res.headers['content-length'])
+    const range = res.headers['content-range']
+    const size = typeof range === 'string' ? Number(range.split('/')[1]) : length
+    return { stream: res.body as unknown as Readable, size, length }
+  }
+
+  /** The object's size, or undefined when the locker does not hold it. */
+  async head (locker: string, oid: string, o: LockerAuth): Promise<{ size: number } | undefined> {
+    const res = await request(this.objectUrl(locker, oid), { method: 'HEAD', headers: headers(o), signal: o.signal })
+    await res.body.dump()
+    if (res.statusCode === 404) return undefined
+    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, { text: async () => '' })
+    return { size: Number(res.headers['content-length']) }
+  }
+
+  /** Drops this locker's reference (DECADE's delete); the bytes go when no locker holds them. */
+  async delete (locker: string, oid: string, o: LockerAuth): Promise<void> {
+    await this.json<undefined>('DELETE', this.objectUrl(locker, oid), headers(o), undefined, o.signal)
+  }
+
+  /** DECADE's Status_Query. */
+  async status (locker: string, o: LockerAuth): Promise<LockerStatus> {
+    return await this.json<LockerStatus>('GET', `${this.url}/v1/lockers/${encodeURIComponent(locker)}/status`, headers(o), undefined, o.signal)
+  }
+
+  /** Revokes a token by its id (needs a token with the `manage` operation). */
+  async revoke (locker: string, jti: string, o: LockerAuth & { until?: number }): Promise<void> {
+    await this.json<undefined>('POST', `${this.url}/v1/lockers/${encodeURIComponent(locker)}/revocations`, headers(o), { jti, until: o.until }, o.signal)
+  }
+}
+
+function isStream (x: unknown): boolean {
+  return x instanceof Readable
+}
