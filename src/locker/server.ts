@@ -76,10 +76,10 @@ function bearer (request: FastifyRequest): string | undefined {
   return m[1]
 }
 
-function headerInt (request: FastifyRequest, name: string, max: number): number | undefined {
+function headerInt (request: FastifyRequest, name: string, max: number, min = 0): number | undefined {
   const v = request.headers[name]
   if (v === undefined) return undefined
-  if (typeof v !== 'string' || !/^\d{1,15}$/.test(v) || Number(v) > max) throw new BadRequestError(`${name} must be an integer from 0 to ${max}`)
+  if (typeof v !== 'string' || !/^\d{1,15}$/.test(v) || Number(v) > max || Number(v) < min) throw new BadRequestError(`${name} must be an integer from ${min} to ${max}`)
   return Number(v)
 }
 
@@ -182,7 +182,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       const locker = parseLockerName(params.locker)
       const oid = parseOid(params.oid)
       const seq = headerInt(request, 'berth-seq', Number.MAX_SAFE_INTEGER)
-      const ttl = headerInt(request, 'berth-ttl', MAX_TTL)
+      const ttl = headerInt(request, 'berth-ttl', MAX_TTL, 1)
       const { resource } = await authorize(request, locker, 'write', oid, seq)
       const row = db.mustLocker(locker)
       const expiresAt = ttl !== undefined ? Date.now() + ttl * 1000 : null

@@ -52,8 +52,15 @@ export class LockerClient {
     return `${this.url}/v1/lockers/${encodeURIComponent(locker)}/objects/${encodeURIComponent(oid)}`
   }
 
-  private async json<T> (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, h: Record<string, string>, body?: unknown, signal?: AbortSignal): Promise<T> {
-    const res = await request(url, { method, headers: body !== undefined && !(body instanceof Uint8Array) && !isStream(body) ? { ...h, 'content-type': 'application/json' } : h, body: body === undefined ? undefined : body instanceof Uint8Array || isStream(body) ? body as Readable : JSON.stringify(body), signal })
+  /** A request whose answer is JSON (or 204). `body`: bytes as they are, anything else as JSON. */
+  private async json<T> (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, h: Record<string, string>, body?: Uint8Array | Readable | object, signal?: AbortSignal): Promise<T> {
+    const raw = body instanceof Uint8Array || body instanceof Readable
+    const res = await request(url, {
+      method,
+      headers: body !== undefined && !raw ? { ...h, 'content-type': 'application/json' } : h,
+      body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
+      signal
+    })
     if (res.statusCode >= 300) throw await errorFrom(res.statusCode, res.body)
     if (res.statusCode === 204) { await res.body.dump(); return undefined as T }
     return await res.body.json() as T
@@ -110,8 +117,4 @@ export class LockerClient {
   async revoke (locker: string, jti: string, o: LockerAuth & { until?: number }): Promise<void> {
     await this.json<undefined>('POST', `${this.url}/v1/lockers/${encodeURIComponent(locker)}/revocations`, headers(o), { jti, until: o.until }, o.signal)
   }
-}
-
-function isStream (x: unknown): boolean {
-  return x instanceof Readable
 }

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { importJWK, type JWK, SignJWT } from 'jose'
+import { importJWK, SignJWT } from 'jose'
 import {
   accessTokenHash, generateSigningKey, issueAccessToken, issueAdminToken, issueResourceToken, loadSigningKey,
   type SigningKey, TokenVerifier, verifyAdminToken
@@ -165,5 +165,3 @@ describe('tokens', async () => {
   })
 })
 
-// Types only: a JWK import keeps the raw() helper honest about what a key is.
-export type { JWK }

@@ -189,6 +189,7 @@ describe('locker server', async () => {
     const bytes = randomBytes(20000)
     const oid = oidOf(bytes)
     const t = await token(['write', 'read'])
+    for (const bad of ['0', '-5', 'soon', '999999999999']) assert.equal((await put(bytes, t, { headers: { 'berth-ttl': bad } })).status, 400, `Berth-TTL: ${bad}`)
     assert.equal((await put(bytes, t, { headers: { 'berth-ttl': '1' } })).status, 201)
     assert.equal((await fetch(`${server.url}/v1/lockers/alice/objects/${oid}`, { headers: { authorization: `Bearer ${t}` } })).status, 200)
     await new Promise(resolve => setTimeout(resolve, 1100))

@@ -3,6 +3,7 @@
  * creating lockers on it with the provider's admin key, and issuing tokens offline with a
  * locker owner's key.
  */
+import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import type { Command } from 'commander'
 import { BadRequestError, toBerthError } from '../../core/errors.ts'
@@ -48,7 +49,8 @@ export function registerLocker (program: Command): void {
     .action(action(async (options: ServeOptions) => {
       const { loadSigningKey } = await import('../../core/tokens.ts')
       const keyPath = resolve(options.adminKey ?? join(options.store ?? '.', 'admin.jwk'))
-      if (options.store !== undefined) await (await import('node:fs/promises')).mkdir(options.store, { recursive: true })
+      // The default key file lives in the store directory, which may not exist yet.
+      if (options.store !== undefined) await mkdir(options.store, { recursive: true })
       const admin = await loadSigningKey(keyPath, { create: true })
       const signals = stopOnSignal(options.json === true)
       const { createLockerServer } = await import('../../locker/server.ts')

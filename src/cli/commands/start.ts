@@ -29,7 +29,7 @@ export function registerStart (program: Command): void {
       const agent = await createAgent(agentOptions)
       // A locker server beside the agent, with a locker for the local user: its keys live in
       // DIR/locker (made on first start, mode 0600).
-      const { loadSigningKey, parseLockerName } = await import('../../core/tokens.ts')
+      const { loadSigningKey, parseLockerName, publicKeyFrom } = await import('../../core/tokens.ts')
       const adminKey = join(dir, 'locker', 'admin.jwk')
       const admin = await loadSigningKey(adminKey, { create: true })
       const { createLockerServer } = await import('../../locker/server.ts')
@@ -38,7 +38,6 @@ export function registerStart (program: Command): void {
       const ownerKey = join(dir, 'locker', `${name}.jwk`)
       const owner = await loadSigningKey(ownerKey, { create: true })
       if (lockers.db.locker(parseLockerName(name)) === undefined) {
-        const { publicKeyFrom } = await import('../../core/tokens.ts')
         lockers.db.createLocker({ name, weight: 1, quota: 10 * 2 ** 30, key: await publicKeyFrom(owner.publicJwk) })
       }
       // The node's parts, started in this order and stopped in reverse (portal and ALTO join
