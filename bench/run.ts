@@ -4,10 +4,13 @@
  *  1. verified agent→agent get of BERTH_BENCH_SIZE (default 1 GiB) over loopback, fresh receiving
  *     store each time, vs `curl | openssl dgst -sha256` from nginx, scp and rsync over ssh;
  *  2. `berth put FILE --chunker fixed|cdc` in MB/s, vs `openssl dgst -sha256 FILE`;
- *  3. peak RSS of both agents while a 4 GiB object moves (BERTH_BENCH_BIG=0 skips it).
+ *  3. peak RSS of both agents while a 4 GiB object moves (BERTH_BENCH_BIG=0 skips it);
+ *  4. the locker server (bench/locker.ts): 2,000 concurrent GETs of a 1 MiB object, and large
+ *     GETs by 4 clients at once vs nginx serving the same file (BERTH_BENCH_LOCKER=0 skips it).
  *
  * Env: BERTH_BENCH_SIZE (1GiB), BERTH_BENCH_REPEAT (3, the median is reported),
- *      BERTH_BENCH_BIG (1), BERTH_BENCH_BIG_SIZE (4GiB).
+ *      BERTH_BENCH_BIG (1), BERTH_BENCH_BIG_SIZE (4GiB), BERTH_BENCH_LOCKER (1) and the
+ *      BERTH_BENCH_LOCKER_* settings described in bench/locker.ts.
  * Prints a Markdown table on stdout (progress on stderr) and writes bench/out/latest.json.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -21,6 +24,7 @@ import { ensureRandomFile, fmtBytes, freeBytes, parseSize, warm } from './lib/da
 import { freePort, installCleanup, killAll, median, run, runPipe, start, stop, waitForPort, type Started } from './lib/proc.ts'
 import { fmtMB, fmtRate, fmtRatio, fmtSeconds, machine, machineLine, markdownTable, notes, type Row } from './lib/report.ts'
 import { cpuSeconds, RssSampler, vmHWM } from './lib/rss.ts'
+import { LOCKER_ENABLED, lockerConfig, lockerRows, lockerSection } from './locker.ts'
 
 const SIZE = parseSize(process.env.BERTH_BENCH_SIZE ?? '1GiB')
 const REPEAT = Math.max(1, Number.parseInt(process.env.BERTH_BENCH_REPEAT ?? '3', 10) || 3)
@@ -93,7 +97,7 @@ function errorRow (id: string, measure: string, target: string, note: string, ve
 async function main (): Promise<void> {
   const m = machine()
   json.machine = m
-  json.config = { size: SIZE, repeat: REPEAT, big: BIG, bigSize: BIG_SIZE }
+  json.config = { size: SIZE, repeat: REPEAT, big: BIG, bigSize: BIG_SIZE, locker: LOCKER_ENABLED ? lockerConfig() : false }
   log(`machine: ${machineLine(m)}`)
   if (m.load1 > 0.5) log(`WARNING: load average ${m.load1.toFixed(2)} at start — other work on this ${m.cores}-core box will skew the figures`)
   log(`size ${fmtBytes(SIZE)}, ${REPEAT} repetitions (median reported), big test ${BIG ? fmtBytes(BIG_SIZE) : 'off'}; temp dir ${TMP}`)
@@ -282,6 +286,25 @@ async function main (): Promise<void> {
     }
   }
 
+  // ── 4. the locker server (bench/locker.ts) ───────────────────────────────────────────────
+  // Its context rows go with the other context rows at the end of the table.
+  const lockerInfo: Row[] = []
+  if (!LOCKER_ENABLED) {
+    rows.push(...lockerRows('skipped', 'BERTH_BENCH_LOCKER=0', undefined, SIZE))
+  } else if (berthError !== undefined) {
+    rows.push(...lockerRows('error', berthError, undefined, SIZE))
+  } else {
+    try {
+      const r = await lockerSection({ log, tmp: TMP, data: DATA, dataHex: expectHex, size: SIZE })
+      rows.push(...r.rows.filter(x => x.verdict !== 'info'))
+      lockerInfo.push(...r.rows.filter(x => x.verdict === 'info'))
+      json.locker = r.json
+    } catch (err) {
+      log(`locker section failed: ${(err as Error).message}`)
+      rows.push(...lockerRows('error', (err as Error).message, undefined, SIZE))
+    }
+  }
+
   // ── 3. RSS while moving a big object ─────────────────────────────────────────────────────
   if (!BIG) {
     errorRow('rss', `agent RSS moving ${fmtBytes(BIG_SIZE)}`, '< 200 MB', 'BERTH_BENCH_BIG=0', 'skipped')
@@ -337,6 +360,7 @@ async function main (): Promise<void> {
     const f = (k: string): string => cpu[k] !== undefined ? `${median(cpu[k]).toFixed(2)} s` : '—'
     rows.push({ id: 'agent-cpu', measure: `context: agent CPU time (user+sys, all threads) per ${fmtBytes(SIZE)}, median`, berth: `put fixed ${f('put-fixed')}, put cdc ${f('put-cdc')}; get: sender A ${f('get-sender')}, receiver B ${f('get-receiver')}; the floor's sender + receiver ${f('floor')}`, anchor: `openssl dgst ${fmtSeconds(med(dgst))} (one thread: wall ≈ CPU)`, ratio: '', target: '—', verdict: 'info', data: cpu })
   }
+  rows.push(...lockerInfo)
   if (getRss.size > 0) {
     rows.push({ id: 'rss-1g', measure: `context: agent peak RSS during the ${fmtBytes(SIZE)} gets (sampled)`, berth: `A ${fmtMB(getRss.get('A') ?? NaN)}, B ${fmtMB(getRss.get('B') ?? NaN)}`, anchor: '—', ratio: '', target: '—', verdict: 'info' })
   }

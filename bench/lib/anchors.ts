@@ -30,8 +30,13 @@ export async function ensurePrograms (need: Array<{ prog: string, pkg: string }>
 
 export interface Nginx { port: number, url: string, proc: Started, stop: () => Promise<void> }
 
-/** nginx in the foreground serving `file`'s directory on 127.0.0.1 (sendfile on, no access log). */
-export async function startNginx (file: string, dir: string): Promise<Nginx> {
+/**
+ * nginx in the foreground serving `file`'s directory on 127.0.0.1 (sendfile on, no access log).
+ * `workerConnections` (default 64) raises the connection limit of its one worker, and its
+ * descriptor limit with it (the locker bench opens thousands of connections at once).
+ */
+export async function startNginx (file: string, dir: string, o: { workerConnections?: number } = {}): Promise<Nginx> {
+  const workerConnections = o.workerConnections ?? 64
   await mkdir(dir, { recursive: true })
   const port = await freePort()
   const conf = join(dir, 'nginx.conf')
@@ -40,9 +45,9 @@ export async function startNginx (file: string, dir: string): Promise<Nginx> {
   const user = process.getuid?.() === 0 ? 'user root;\n' : ''
   await writeFile(conf, `${user}daemon off;
 worker_processes 1;
-pid ${join(dir, 'nginx.pid')};
+${workerConnections > 64 ? `worker_rlimit_nofile ${2 * workerConnections + 64};\n` : ''}pid ${join(dir, 'nginx.pid')};
 error_log ${join(dir, 'nginx-error.log')};
-events { worker_connections 64; }
+events { worker_connections ${workerConnections}; }
 http {
   client_body_temp_path ${join(dir, 'body')};
   proxy_temp_path ${join(dir, 'proxy')};

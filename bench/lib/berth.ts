@@ -152,3 +152,82 @@ export async function apiGet (agent: AgentProc, oid: string, hint: string, timeo
   if (r.code !== 0 || r.timedOut) return { ms: r.ms, ok: false, error: describeFailure('curl', args, r) + agentTail(agent), result: r }
   return { ms: r.ms, ok: true, oid, result: r }
 }
+
+/** The OID (CIDv1, raw codec, sha2-256) of bytes whose sha-256 is `hex`. */
+export async function oidFromDigestHex (hex: string): Promise<string> {
+  const { CID } = await import('multiformats/cid')
+  const { create } = await import('multiformats/hashes/digest')
+  return CID.createV1(0x55, create(0x12, Buffer.from(hex, 'hex'))).toString()
+}
+
+/**
+ * A locker server as a separate process through the real CLI:
+ * `node [nodeArgs] bin/berth.js locker serve --listen 127.0.0.1:P --store DIR/store --admin-key DIR/admin.jwk`
+ * (the admin key is made by the server on first start). `nodeArgs` are Node's own flags
+ * (e.g. `--cpu-prof --cpu-prof-dir D`). Lockers and tokens are made with the CLI too.
+ */
+export class LockerProc {
+  readonly dir: string
+  readonly nodeArgs: string[]
+  port = 0
+  proc: Started | undefined
+
+  constructor (dir: string, nodeArgs: string[] = []) {
+    this.dir = dir
+    this.nodeArgs = nodeArgs
+  }
+
+  get url (): string { return `http://127.0.0.1:${this.port}` }
+  get pid (): number | undefined { return this.proc?.child.pid }
+  get adminKey (): string { return join(this.dir, 'admin.jwk') }
+  get args (): string[] {
+    return ['locker', 'serve', '--listen', `127.0.0.1:${this.port}`, '--store', join(this.dir, 'store'), '--admin-key', this.adminKey]
+  }
+
+  /** Starts the server and waits until it answers HTTP (any status: the route needs a token). */
+  async start (): Promise<void> {
+    if (this.port === 0) this.port = await freePort()
+    await mkdir(this.dir, { recursive: true })
+    this.proc = start(process.execPath, [...this.nodeArgs, BIN, ...this.args], { cwd: ROOT })
+    const deadline = Date.now() + 60000
+    for (;;) {
+      const p = this.proc
+      if (p.child.exitCode !== null || p.child.signalCode !== null) {
+        throw new Error(`locker server: \`berth ${this.args.join(' ')}\` exited (${p.child.exitCode ?? p.child.signalCode}) before answering: ${p.stderr().trim().split('\n').slice(-8).join(' | ')}`)
+      }
+      try {
+        const res = await fetch(`${this.url}/v1/lockers/probe/status`, { signal: AbortSignal.timeout(2000) })
+        await res.arrayBuffer()
+        break
+      } catch {}
+      if (Date.now() > deadline) throw new Error(`locker server: no answer on ${this.url} within 60 s: ${p.stderr().trim().slice(-1000)}`)
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+  }
+
+  /** SIGTERM (the CLI stops cleanly, so a --cpu-prof profile is written), SIGKILL after graceMs. */
+  async stop (graceMs = 15000): Promise<void> {
+    if (this.proc !== undefined) await stop(this.proc, graceMs)
+    this.proc = undefined
+  }
+
+  stderr (): string { return this.proc?.stderr() ?? '' }
+
+  /** `berth locker create NAME --server URL --admin-key … --owner-key DIR/NAME.jwk --quota Q`; returns the owner key's path. */
+  async createLocker (name: string, quota: string): Promise<string> {
+    const ownerKey = join(this.dir, `${name}.jwk`)
+    const [cmd, args] = berthCmd(['locker', 'create', name, '--server', this.url, '--admin-key', this.adminKey, '--owner-key', ownerKey, '--quota', quota, '--json'])
+    const r = await run(cmd, args, { cwd: ROOT, timeoutMs: 60000 })
+    if (r.code !== 0) throw new Error(describeFailure('berth', args.slice(1), r))
+    return ownerKey
+  }
+
+  /** `berth token issue --locker NAME --key OWNER --ops OPS --all --ttl TTL`: the access token. */
+  async issueToken (name: string, ownerKey: string, ops: string, ttl = '2h'): Promise<string> {
+    const [cmd, args] = berthCmd(['token', 'issue', '--server', this.url, '--locker', name, '--key', ownerKey, '--ops', ops, '--all', '--ttl', ttl])
+    const r = await run(cmd, args, { cwd: ROOT, timeoutMs: 60000 })
+    const token = r.stdout.trim().split('\n')[0]
+    if (r.code !== 0 || token === undefined || token === '') throw new Error(describeFailure('berth', args.slice(1), r))
+    return token
+  }
+}

@@ -36,6 +36,9 @@ export function createHttpServer (options: FastifyServerOptions & { logger?: unk
   app.setErrorHandler((error, _request, reply) => {
     const err = toBerthError(error)
     if (reply.sent || reply.raw.headersSent) { reply.raw.destroy(err); return }
+    // Out of resources (429/503): when to come back.
+    const retryAfter = (err as { retryAfter?: unknown }).retryAfter
+    if (typeof retryAfter === 'number') void reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfter))))
     void reply.code(err.status).type('application/json').send(errorBody(err))
   })
   app.setNotFoundHandler((request, reply) => {

@@ -6,6 +6,7 @@
  */
 import { createChunker, type ChunkerSpec } from '../core/chunker/index.ts'
 import type { ChunkingPipeline, PipelineOptions } from '../core/chunker/pipeline.ts'
+import type { Descriptor } from '../core/chunker/types.ts'
 import type { HashPool } from '../core/hash-pool.ts'
 import type { ChunkStore, ObjectInfo } from '../store/types.ts'
 import { stat } from 'node:fs/promises'
@@ -32,6 +33,12 @@ export interface PutOptions {
   signal?: AbortSignal
   /** the OID the bytes must have (an upload to a name): anything else is refused, nothing stored */
   expect?: string
+  /**
+   * Told of chunks once they are in the store (readable by cid before the commit), in object
+   * order: block writes overlap and may finish out of order, so a block is told only when every
+   * block before it is written. A locker serves an object still arriving from these.
+   */
+  onStored?: (descriptors: readonly Descriptor[]) => void
 }
 
 export async function putObject (source: PutSource, store: ChunkStore, pool: HashPool, options: PutOptions = {}): Promise<ObjectInfo> {
@@ -45,9 +52,21 @@ export async function putObject (source: PutSource, store: ChunkStore, pool: Has
   const manifest = PackedManifest.empty()
   // Block writes overlap: a direct write waits for the disk, and the next block is ready by then.
   const writing = new Set<Promise<void>>()
+  const onStored = options.onStored
+  // Blocks written but not yet told, by number, until the ones before them are written too.
+  const written = new Map<number, Descriptor[]>()
+  let blocks = 0
+  let told = 0
   try {
     for await (const block of pipeline) {
+      const n = blocks++
+      const descriptors = onStored !== undefined ? block.chunks.map(c => ({ cid: c.cid, offset: c.offset, length: c.length })) : undefined
       const write = writer.putBlock(block.bytes, block.chunks, { signal: options.signal })
+        .then(() => {
+          if (onStored === undefined) return
+          written.set(n, descriptors!)
+          for (let d = written.get(told); d !== undefined; d = written.get(told)) { written.delete(told++); onStored(d) }
+        })
         // The write has completed (or failed): the block's memory may be reused.
         .finally(() => { block.release(); writing.delete(write) })
       // Handled where it is awaited (race, all); this only keeps a failure that lands between awaits from counting as unhandled.

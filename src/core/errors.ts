@@ -63,6 +63,22 @@ export class TokenScopeError extends define('ERR_TOKEN_SCOPE', 403) {}
 export class TokenUnlinkedError extends define('ERR_TOKEN_UNLINKED', 403) {}
 export class QuotaExceededError extends define('ERR_QUOTA', 413) {}
 export class ConflictError extends define('ERR_CONFLICT', 409) {}
+/** A wrong, stale or reused answer to a proof-of-possession challenge (403). */
+export class ProofError extends define('ERR_PROOF', 403) {}
+/** A resource token's connection slots are all in use (429, with Retry-After). */
+export class SlotsExhaustedError extends define('ERR_SLOTS', 429) {
+  /** seconds a client should wait before trying again (sent as Retry-After) */
+  readonly retryAfter = 1
+}
+/** Admission control: the bandwidth floors already promised leave no room for this one (503, with Retry-After). */
+export class OverloadedError extends define('ERR_OVERLOADED', 503) {
+  /** seconds a client should wait before trying again (sent as Retry-After) */
+  readonly retryAfter: number
+  constructor (message: string, retryAfter = 1, options?: { cause?: unknown }) {
+    super(message, options)
+    this.retryAfter = retryAfter
+  }
+}
 
 /** Turns anything thrown into a BerthError so every API answers with a code. */
 export function toBerthError (err: unknown): BerthError {

@@ -46,6 +46,8 @@ export interface ResourceClaims {
   bwWeight: number
   /** bytes/s cap */
   bwMax?: number
+  /** bytes/s guaranteed while the holder transfers (admission control refuses what cannot be) */
+  bwMin?: number
   /** concurrent connections */
   connSlots?: number
   /** the application this grant belongs to (weights per application are the locker's) */
@@ -84,6 +86,7 @@ const resourceSchema = z.object({
   sizeMax: int.optional(),
   bwWeight: z.number().positive().max(1e6),
   bwMax: z.number().positive().optional(),
+  bwMin: z.number().positive().optional(),
   connSlots: z.number().int().positive().max(1e6).optional(),
   app: z.string().min(1).max(128),
   ath: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
@@ -163,10 +166,10 @@ export async function issueAccessToken (key: SigningKey, grant: AccessGrant): Pr
   return await sign(key, claims, grant.ttlSeconds)
 }
 
-export interface ResourceGrant { sizeMax?: number, bwWeight?: number, bwMax?: number, connSlots?: number, app?: string, ttlSeconds: number }
+export interface ResourceGrant { sizeMax?: number, bwWeight?: number, bwMax?: number, bwMin?: number, connSlots?: number, app?: string, ttlSeconds: number }
 
 export async function issueResourceToken (key: SigningKey, accessToken: string, grant: ResourceGrant): Promise<string> {
-  const claims = { use: 'resource', sizeMax: grant.sizeMax, bwWeight: grant.bwWeight ?? 1, bwMax: grant.bwMax, connSlots: grant.connSlots, app: grant.app ?? 'default', ath: accessTokenHash(accessToken) }
+  const claims = { use: 'resource', sizeMax: grant.sizeMax, bwWeight: grant.bwWeight ?? 1, bwMax: grant.bwMax, bwMin: grant.bwMin, connSlots: grant.connSlots, app: grant.app ?? 'default', ath: accessTokenHash(accessToken) }
   const checked = resourceSchema.omit({ exp: true, iat: true, jti: true }).safeParse(claims)
   if (!checked.success) throw new BadRequestError(`bad resource grant: ${checked.error.issues.map(i => i.message).join('; ')}`)
   return await sign(key, claims, grant.ttlSeconds)

@@ -11,11 +11,18 @@ import Database from 'better-sqlite3'
 import type { JWK } from 'jose'
 import { ConflictError, NotFoundError } from '../core/errors.ts'
 
-export interface LockerRow { name: string, weight: number, quota: number, createdAt: number }
+export interface LockerRow {
+  name: string
+  weight: number
+  quota: number
+  /** bytes/s guaranteed to the locker's transfers while it has any (0: none) */
+  floor: number
+  createdAt: number
+}
 export interface HeldObject { oid: string, size: number, seq: number | null, expiresAt: number | null, createdAt: number }
 
 const SCHEMA = `
-CREATE TABLE IF NOT EXISTS lockers (name TEXT PRIMARY KEY, weight REAL NOT NULL, quota INTEGER NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS lockers (name TEXT PRIMARY KEY, weight REAL NOT NULL, quota INTEGER NOT NULL, created INTEGER NOT NULL, floor REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS locker_keys (locker TEXT NOT NULL, kid TEXT NOT NULL, jwk TEXT NOT NULL, PRIMARY KEY (locker, kid));
 CREATE TABLE IF NOT EXISTS objects (locker TEXT NOT NULL, oid TEXT NOT NULL, size INTEGER NOT NULL, seq INTEGER,
   expires INTEGER, created INTEGER NOT NULL, PRIMARY KEY (locker, oid));
@@ -37,6 +44,9 @@ export class LockerDb {
     // Every change here is a commit the client was told about: durable.
     this.db.pragma('synchronous = FULL')
     this.db.exec(SCHEMA)
+    // Databases made before lockers had floors gain the column (0: no floor).
+    const columns = (this.db.prepare('PRAGMA table_info(lockers)').all() as Array<{ name: string }>).map(c => c.name)
+    if (!columns.includes('floor')) this.db.exec('ALTER TABLE lockers ADD COLUMN floor REAL NOT NULL DEFAULT 0')
     for (const r of this.db.prepare('SELECT locker, kid, jwk FROM locker_keys').all() as Array<{ locker: string, kid: string, jwk: string }>) {
       this.keysOf(r.locker).set(r.kid, JSON.parse(r.jwk) as JWK)
     }
@@ -50,11 +60,11 @@ export class LockerDb {
     return m
   }
 
-  createLocker (l: { name: string, weight: number, quota: number, key: { jwk: JWK, kid: string } }): LockerRow {
+  createLocker (l: { name: string, weight: number, quota: number, floor: number, key: { jwk: JWK, kid: string } }): LockerRow {
     const created = Date.now()
     try {
       this.db.transaction(() => {
-        this.db.prepare('INSERT INTO lockers (name, weight, quota, created) VALUES (?, ?, ?, ?)').run(l.name, l.weight, l.quota, created)
+        this.db.prepare('INSERT INTO lockers (name, weight, quota, floor, created) VALUES (?, ?, ?, ?, ?)').run(l.name, l.weight, l.quota, l.floor, created)
         this.db.prepare('INSERT INTO locker_keys (locker, kid, jwk) VALUES (?, ?, ?)').run(l.name, l.key.kid, JSON.stringify(l.key.jwk))
       })()
     } catch (err) {
@@ -62,12 +72,12 @@ export class LockerDb {
       throw err
     }
     this.keysOf(l.name).set(l.key.kid, l.key.jwk)
-    return { name: l.name, weight: l.weight, quota: l.quota, createdAt: created }
+    return { name: l.name, weight: l.weight, quota: l.quota, floor: l.floor, createdAt: created }
   }
 
   locker (name: string): LockerRow | undefined {
-    const r = this.db.prepare('SELECT name, weight, quota, created FROM lockers WHERE name = ?').get(name) as { name: string, weight: number, quota: number, created: number } | undefined
-    return r === undefined ? undefined : { name: r.name, weight: r.weight, quota: r.quota, createdAt: r.created }
+    const r = this.db.prepare('SELECT name, weight, quota, floor, created FROM lockers WHERE name = ?').get(name) as { name: string, weight: number, quota: number, floor: number, created: number } | undefined
+    return r === undefined ? undefined : { name: r.name, weight: r.weight, quota: r.quota, floor: r.floor, createdAt: r.created }
   }
 
   mustLocker (name: string): LockerRow {
@@ -126,6 +136,15 @@ export class LockerDb {
   /** Every OID some locker holds (for reconciling with the store after a crash). */
   heldOids (): Set<string> {
     return new Set((this.db.prepare('SELECT DISTINCT oid FROM objects').all() as Array<{ oid: string }>).map(r => r.oid))
+  }
+
+  /** Sum of every locker's quota: the storage the server has promised. */
+  promised (): number {
+    return (this.db.prepare('SELECT COALESCE(SUM(quota), 0) AS q FROM lockers').get() as { q: number }).q
+  }
+
+  appWeights (locker: string): Array<{ app: string, weight: number }> {
+    return this.db.prepare('SELECT app, weight FROM app_weights WHERE locker = ? ORDER BY app').all(locker) as Array<{ app: string, weight: number }>
   }
 
   appWeight (locker: string, app: string): number {

@@ -17,18 +17,24 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { JWK } from 'jose'
 import { Counter, Gauge, Registry } from 'prom-client'
 import { z } from 'zod'
-import { BadRequestError, NotFoundError, QuotaExceededError, toBerthError, TooLargeError } from '../core/errors.ts'
+import { BadRequestError, NotFoundError, ProofError, QuotaExceededError, toBerthError, TooLargeError } from '../core/errors.ts'
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { parseOid } from '../core/naming.ts'
 import type { ByteRange } from '../core/range.ts'
 import { type AccessClaims, parseLockerName, publicKeyFrom, type ResourceClaims, TokenVerifier, type TokenOp, verifyAdminToken } from '../core/tokens.ts'
+import { answerChallenge, type Challenge, newChallenge, parseChallenge, sameAnswer } from '../core/proof.ts'
 import { abortOnClose, createHttpServer, type ListenAddress, listen, parseListen, rangeOf, urlOf } from '../agent/http.ts'
+import { PeerPlugin } from '../agent/plugins/peer.ts'
 import { putObject } from '../agent/put.ts'
 import { readStoredObject } from '../agent/read.ts'
 import { sendPieces } from '../agent/send.ts'
+import type { OutputPiece } from '../agent/transfer.ts'
+import type { TransferStatus } from '../sdk/locker-client.ts'
 import { openStore } from '../store/index.ts'
-import type { ChunkStore } from '../store/types.ts'
+import type { ChunkStore, ObjectInfo } from '../store/types.ts'
 import { LockerDb } from './db.ts'
+import { LiveObject } from './live.ts'
+import { deliver, openSource, type Place, parsePlace, provePlace, samePlace } from './sources.ts'
 
 export interface LockerServerOptions {
   /** address of the HTTP API; default 127.0.0.1:4660 (port 0 picks a free one) */
@@ -56,17 +62,52 @@ export interface LockerServer {
 
 interface InFlight { id: string, locker: string, op: 'put' | 'get', oid: string, app: string, bytes: number, startedAt: number }
 
+/** Where a locker's copy of an object is to be, when it arrives. */
+interface Target { locker: string, expiresAt: number | null, seq: number | null }
+
+/**
+ * An object on its way into the store (an upload or a distribute's fetch): readable while it
+ * arrives, and joined by distributes that want the same object rather than fetched again.
+ */
+interface Arrival {
+  obj: LiveObject
+  /** where the bytes come from (a distribute's src; undefined for an upload) */
+  src: Place | undefined
+  seq: number | null
+  /** other lockers to hold the object once it is complete; each told how that went */
+  joiners: Map<string, { target: Target, settle: (err?: unknown) => void }>
+}
+
+/** A challenge handed out and not yet answered: single use, short-lived. */
+interface IssuedChallenge extends Challenge { locker: string, oid: string, size: number, expiresAt: number }
+
 const DEFAULT_LISTEN = '127.0.0.1:4660'
 const MAX_TTL = 10 * 365 * 24 * 3600
+const CHALLENGE_MS = 60_000
+const MAX_CHALLENGES = 10_000
+/** finished distributes kept for their progress queries */
+const KEEP_TRANSFERS = 1000
 
 const createBody = z.object({
   name: z.string(),
   key: z.unknown(),
   weight: z.number().positive().max(1e6).optional(),
-  quota: z.number().int().nonnegative().optional()
+  quota: z.number().int().nonnegative().optional(),
+  floor: z.number().nonnegative().optional()
 }).strict()
 
 const revokeBody = z.object({ jti: z.string().min(1).max(128), until: z.number().int().positive().optional() }).strict()
+
+const endpoint = z.union([
+  z.string().max(2048),
+  z.object({ uri: z.string().max(2048), token: z.string().max(8192).optional(), resource: z.string().max(8192).optional() }).strict()
+])
+const distributeBody = z.object({
+  oid: z.string().max(200),
+  src: endpoint.optional(),
+  dst: endpoint.optional(),
+  ttl: z.number().int().min(1).max(MAX_TTL).optional()
+}).strict()
 
 function bearer (request: FastifyRequest): string | undefined {
   const h = request.headers.authorization
@@ -81,6 +122,27 @@ function headerInt (request: FastifyRequest, name: string, max: number, min = 0)
   if (v === undefined) return undefined
   if (typeof v !== 'string' || !/^\d{1,15}$/.test(v) || Number(v) > max || Number(v) < min) throw new BadRequestError(`${name} must be an integer from ${min} to ${max}`)
   return Number(v)
+}
+
+function zodMessage (e: z.ZodError): string {
+  return e.issues.map(i => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')
+}
+
+/** Piece bytes for hashing: each piece's memory goes back to the store once the consumer moved on. */
+async function * bytesOf (pieces: AsyncIterable<OutputPiece>): AsyncGenerator<Uint8Array> {
+  for await (const p of pieces) {
+    try { yield p.bytes } finally { p.release?.() }
+  }
+}
+
+/** Piece bytes for a stream that may keep them (an upload to another server): copied, released at once. */
+async function * copiesOf (pieces: AsyncIterable<OutputPiece>, count: (n: number) => void): AsyncGenerator<Uint8Array> {
+  for await (const p of pieces) {
+    const copy = Buffer.from(p.bytes)
+    p.release?.()
+    count(copy.byteLength)
+    yield copy
+  }
 }
 
 export async function createLockerServer (options: LockerServerOptions): Promise<LockerServer> {
@@ -102,14 +164,22 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     if (n === undefined) { n = db.usage(locker).bytes; used.set(locker, n) }
     return n
   }
+  /** objects arriving, by OID: one arrival per object, however many lockers wait for it */
+  const arrivals = new Map<string, Arrival>()
+  const challenges = new Map<string, IssuedChallenge>()
+  const transfers = new Map<string, TransferStatus>()
+  // Distributes reach agents with the same peer protocol agents use among themselves.
+  const peer = new PeerPlugin()
 
   const registry = new Registry()
   const m = {
-    bytesIn: new Counter({ name: 'berth_locker_bytes_in_total', help: 'object bytes uploaded', registers: [registry] }),
-    bytesOut: new Counter({ name: 'berth_locker_bytes_out_total', help: 'object bytes served', registers: [registry] }),
-    objectsStored: new Counter({ name: 'berth_locker_objects_stored_total', help: 'uploads committed', registers: [registry] }),
+    bytesIn: new Counter({ name: 'berth_locker_bytes_in_total', help: 'object bytes uploaded or fetched', registers: [registry] }),
+    bytesOut: new Counter({ name: 'berth_locker_bytes_out_total', help: 'object bytes served or delivered', registers: [registry] }),
+    objectsStored: new Counter({ name: 'berth_locker_objects_stored_total', help: 'objects committed (uploads and fetches)', registers: [registry] }),
+    linked: new Counter({ name: 'berth_locker_links_total', help: 'objects a locker came to hold without moving their bytes, by how', labelNames: ['how'], registers: [registry] }),
     denied: new Counter({ name: 'berth_locker_requests_denied_total', help: 'requests refused, by error code', labelNames: ['code'], registers: [registry] }),
-    inFlight: new Gauge({ name: 'berth_locker_transfers_in_flight', help: 'uploads and downloads in progress', registers: [registry] })
+    inFlight: new Gauge({ name: 'berth_locker_transfers_in_flight', help: 'uploads and downloads in progress', registers: [registry] }),
+    distributes: new Gauge({ name: 'berth_locker_distributes_running', help: 'distributes in progress', registers: [registry] })
   }
 
   // A crash between a store commit and the reference that follows it leaves an object nobody
@@ -156,21 +226,113 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     return true
   }
 
-  /** The reference a request may see: absent or expired is 404. */
-  function live (locker: string, oid: string): { size: number, seq: number | null } {
+  /** The reference a request may see: absent or expired is undefined. */
+  function liveRef (locker: string, oid: string): { size: number, seq: number | null } | undefined {
     const h = db.held(locker, oid)
-    if (h === undefined || (h.expiresAt !== null && h.expiresAt <= Date.now())) throw new NotFoundError(`locker ${locker} holds no object ${oid}`)
+    return h === undefined || (h.expiresAt !== null && h.expiresAt <= Date.now()) ? undefined : h
+  }
+  function mustHold (locker: string, oid: string): { size: number, seq: number | null } {
+    const h = liveRef(locker, oid)
+    if (h === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}`)
     return h
+  }
+
+  /** Makes `target` hold an object whose bytes are in the store, within its quota. */
+  function holdWithin (target: Target, oid: string, size: number): void {
+    const current = liveRef(target.locker, oid)
+    if (current === undefined) {
+      const row = db.mustLocker(target.locker)
+      if (usedBy(target.locker) + (reserved.get(target.locker) ?? 0) + size > row.quota) throw new QuotaExceededError(`locker ${target.locker} is over its quota of ${row.quota} bytes`)
+    }
+    db.hold(target.locker, { oid, size, seq: target.seq ?? current?.seq ?? null, expiresAt: target.expiresAt })
+    used.delete(target.locker)
+  }
+
+  /** Registers an arrival at once, so that what comes after it (a GET, a distribute) finds it. */
+  function beginArrival (oid: string, target: Target, size: number | undefined, src: Place | undefined): Arrival {
+    const a: Arrival = { obj: new LiveObject(oid, size), src, seq: target.seq, joiners: new Map() }
+    a.obj.lockers.add(target.locker)
+    // A second upload of an object already arriving runs beside the first, unseen by readers.
+    if (!arrivals.has(oid)) arrivals.set(oid, a)
+    return a
+  }
+
+  /**
+   * Brings an arrival's bytes into the store: chunked, stored (each run readable at once),
+   * verified against the OID, then held by its locker and its joiners. Quota is taken byte by
+   * byte as they come (all of a declared size up front), so uploads racing each other cannot
+   * overrun it together; sizeMax stops an upload that grows past it.
+   */
+  async function ingest (a: Arrival, target: Target, stream: AsyncIterable<Uint8Array>, o: { declared?: number, sizeMax?: number, signal: AbortSignal, count: (n: number) => void }): Promise<ObjectInfo> {
+    const { oid } = a.obj
+    const locker = target.locker
+    let taken = 0
+    const take = (n: number): void => {
+      const row = db.mustLocker(locker)
+      if (usedBy(locker) + (reserved.get(locker) ?? 0) + n > row.quota) throw new QuotaExceededError(`locker ${locker} is over its quota of ${row.quota} bytes`)
+      reserved.set(locker, (reserved.get(locker) ?? 0) + n)
+      taken += n
+    }
+    // Counts every byte; an upload longer than announced, or past sizeMax or the quota, stops here.
+    async function * metered (source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+      for await (const chunk of source) {
+        a.obj.received += chunk.byteLength
+        if (o.sizeMax !== undefined && a.obj.received > o.sizeMax) throw new TooLargeError(`the object exceeds the resource token's sizeMax of ${o.sizeMax} bytes`)
+        if (o.declared !== undefined && a.obj.received > o.declared) throw new TooLargeError(`more bytes came than the ${o.declared} announced`)
+        if (a.obj.received > taken) take(a.obj.received - taken)
+        o.count(chunk.byteLength)
+        m.bytesIn.inc(chunk.byteLength)
+        yield chunk
+      }
+    }
+    try {
+      if (o.declared !== undefined) take(o.declared)
+      const info = await putObject({ stream: metered(stream) }, store, pool, { expect: oid, signal: o.signal, onStored: d => a.obj.add(d) })
+      // The object exists in the store; now the lockers hold it (the order a crash respects).
+      db.hold(locker, { oid, size: info.size, seq: target.seq, expiresAt: target.expiresAt })
+      used.delete(locker)
+      m.objectsStored.inc()
+      for (const j of a.joiners.values()) {
+        try { holdWithin(j.target, oid, info.size); j.settle() } catch (err) { j.settle(err) }
+      }
+      a.obj.finish(info.size)
+      return info
+    } catch (err) {
+      a.obj.fail(err)
+      for (const j of a.joiners.values()) j.settle(err)
+      throw err
+    } finally {
+      reserved.set(locker, (reserved.get(locker) ?? 0) - taken)
+      if (arrivals.get(oid) === a) arrivals.delete(oid)
+    }
+  }
+
+  /** What a reader of `locker`'s `oid` gets: the stored object, or the one still arriving for it. */
+  function readable (locker: string, oid: string): { size: number | undefined, seq: number | null, arrival?: Arrival } | undefined {
+    const h = liveRef(locker, oid)
+    if (h !== undefined) return { size: h.size, seq: h.seq }
+    const a = arrivals.get(oid)
+    if (a !== undefined && a.obj.arriving && a.obj.lockers.has(locker)) return { size: a.obj.size, seq: a.seq, arrival: a }
+    return undefined
+  }
+
+  function readPieces (oid: string, r: { arrival?: Arrival }, o: { range?: ByteRange, signal: AbortSignal }): AsyncGenerator<OutputPiece> {
+    return r.arrival !== undefined ? r.arrival.obj.read(store, o) : readStoredObject(store, oid, o)
+  }
+
+  /** Our answer to a challenge over `locker`'s copy of `oid` (stored, or the part that has arrived). */
+  async function answerFor (oid: string, r: { arrival?: Arrival }, c: Challenge, signal: AbortSignal): Promise<string> {
+    return await answerChallenge(c, (start, end) => bytesOf(readPieces(oid, r, { range: { start, end }, signal })))
   }
 
   app.post('/v1/lockers', async (request, reply) => {
     await verifyAdminToken(bearer(request), admin)
     const parsed = createBody.safeParse(request.body)
-    if (!parsed.success) throw new BadRequestError(`bad locker: ${parsed.error.issues.map(i => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
+    if (!parsed.success) throw new BadRequestError(`bad locker: ${zodMessage(parsed.error)}`)
     const name = parseLockerName(parsed.data.name)
     const key = await publicKeyFrom(parsed.data.key)
-    const row = db.createLocker({ name, weight: parsed.data.weight ?? 1, quota: parsed.data.quota ?? defaultQuota, key })
-    return await reply.code(201).send({ locker: { name: row.name, weight: row.weight, quota: row.quota, kid: key.kid } })
+    const row = db.createLocker({ name, weight: parsed.data.weight ?? 1, quota: parsed.data.quota ?? defaultQuota, floor: parsed.data.floor ?? 0, key })
+    return await reply.code(201).send({ locker: { name: row.name, weight: row.weight, quota: row.quota, floor: row.floor, kid: key.kid } })
   })
 
   app.register(async (scope) => {
@@ -184,46 +346,43 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       const seq = headerInt(request, 'berth-seq', Number.MAX_SAFE_INTEGER)
       const ttl = headerInt(request, 'berth-ttl', MAX_TTL, 1)
       const { resource } = await authorize(request, locker, 'write', oid, seq)
-      const row = db.mustLocker(locker)
-      const expiresAt = ttl !== undefined ? Date.now() + ttl * 1000 : null
+      db.mustLocker(locker)
+      const target: Target = { locker, expiresAt: ttl !== undefined ? Date.now() + ttl * 1000 : null, seq: seq ?? null }
       const declared = headerInt(request, 'content-length', Number.MAX_SAFE_INTEGER)
       const sizeMax = resource?.sizeMax
       if (declared !== undefined && sizeMax !== undefined && declared > sizeMax) throw new TooLargeError(`the upload is ${declared} bytes; the resource token allows ${sizeMax}`)
-      const current = db.held(locker, oid)
-      if (current !== undefined && (current.expiresAt === null || current.expiresAt > Date.now())) {
+      const current = liveRef(locker, oid)
+      if (current !== undefined) {
         // Held already: the bytes are not needed. Renew the TTL and sequence number.
         request.raw.resume()
-        db.hold(locker, { oid, size: current.size, seq: seq ?? current.seq, expiresAt })
-        return await reply.code(200).send({ oid, size: current.size, locker, expiresAt })
+        db.hold(locker, { oid, size: current.size, seq: seq ?? current.seq, expiresAt: target.expiresAt })
+        return await reply.code(200).send({ oid, size: current.size, locker, expiresAt: target.expiresAt })
       }
-      const take = (n: number): void => {
-        const total = usedBy(locker) + (reserved.get(locker) ?? 0) + n
-        if (total > row.quota) throw new QuotaExceededError(`locker ${locker} is over its quota of ${row.quota} bytes`)
-        reserved.set(locker, (reserved.get(locker) ?? 0) + n)
+      const proof = request.headers['berth-proof']
+      if (proof !== undefined) {
+        // Distribution dedup for uploads: the bytes are here for another locker, and the
+        // uploader proved it has them too, so they are linked, not sent.
+        request.raw.resume()
+        const m1 = typeof proof === 'string' ? /^([A-Za-z0-9_-]{8,64}):([0-9a-f]{64})$/.exec(proof) : null
+        if (m1 === null) throw new BadRequestError('Berth-Proof must be "<challenge id>:<64 hex digits>"')
+        const c = challenges.get(m1[1])
+        // Single use, right or wrong: each guess costs a new challenge with a new nonce.
+        challenges.delete(m1[1])
+        if (c === undefined || c.expiresAt < Date.now() || c.locker !== locker || c.oid !== oid) throw new ProofError('no such challenge for this object (unknown, used, expired or for another object)')
+        if (db.holders(oid) === 0) throw new ProofError('the object is no longer here; upload its bytes')
+        if (!sameAnswer(m1[2], await answerFor(oid, {}, c, closing.signal))) throw new ProofError('wrong answer to the challenge')
+        if (sizeMax !== undefined && c.size > sizeMax) throw new TooLargeError(`the object is ${c.size} bytes; the resource token allows ${sizeMax}`)
+        holdWithin(target, oid, c.size)
+        m.linked.inc({ how: 'proof' })
+        return await reply.code(201).send({ oid, size: c.size, locker, expiresAt: target.expiresAt, linked: true })
       }
-      if (declared !== undefined) take(declared)
-      let taken = declared ?? 0
       const t = track({ locker, op: 'put', oid, app: resource?.app ?? 'default' })
-      // Counts every byte; an upload longer than announced, or past sizeMax or the quota, stops here.
-      async function * metered (source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-        for await (const chunk of source) {
-          t.bytes += chunk.byteLength
-          if (sizeMax !== undefined && t.bytes > sizeMax) throw new TooLargeError(`the upload exceeds the resource token's sizeMax of ${sizeMax} bytes`)
-          if (t.bytes > taken) { take(t.bytes - taken); taken = t.bytes }
-          m.bytesIn.inc(chunk.byteLength)
-          yield chunk
-        }
-      }
       try {
         const signal = AbortSignal.any([closing.signal, abortOnClose(reply)])
-        const info = await putObject({ stream: metered(request.raw) }, store, pool, { expect: oid, signal })
-        // The object exists in the store; now this locker holds it (the order a crash respects).
-        db.hold(locker, { oid, size: info.size, seq: seq ?? null, expiresAt })
-        used.delete(locker)
-        m.objectsStored.inc()
-        return await reply.code(201).send({ oid, size: info.size, locker, expiresAt })
+        const a = beginArrival(oid, target, declared, undefined)
+        const info = await ingest(a, target, request.raw, { declared, sizeMax, signal, count: n => { t.bytes += n } })
+        return await reply.code(201).send({ oid, size: info.size, locker, expiresAt: target.expiresAt })
       } finally {
-        reserved.set(locker, (reserved.get(locker) ?? 0) - taken)
         untrack(t)
       }
     })
@@ -235,20 +394,26 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     const oid = parseOid(params.oid)
     // The sequence number is needed before the token check (range tokens); an unknown object
     // answers the token's error first, so its existence is not told to those without access.
-    const known = db.held(locker, oid)
+    const known = readable(locker, oid)
     const { resource } = await authorize(request, locker, 'read', oid, known?.seq ?? undefined)
-    const { size } = live(locker, oid)
+    if (known === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}`)
+    const { size } = known
     const etag = `"${oid}"`
-    const headers: Record<string, string> = { etag, 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream' }
+    const headers: Record<string, string> = { etag, 'content-type': 'application/octet-stream' }
     if (request.headers['if-none-match'] === etag) { await reply.code(304).headers(headers).send(); return }
-    const range: ByteRange | undefined = rangeOf(request.headers.range, size, reply)
-    headers['content-length'] = String(range === undefined ? size : range.end - range.start + 1)
-    if (range !== undefined) headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`
+    // An object still arriving without an announced size streams whole (chunked); ranges need the size.
+    let range: ByteRange | undefined
+    if (size !== undefined) {
+      headers['accept-ranges'] = 'bytes'
+      range = rangeOf(request.headers.range, size, reply)
+      headers['content-length'] = String(range === undefined ? size : range.end - range.start + 1)
+      if (range !== undefined) headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`
+    }
     if (head) { await reply.code(range !== undefined ? 206 : 200).headers(headers).send(); return }
     const t = track({ locker, op: 'get', oid, app: resource?.app ?? 'default' })
     try {
       const signal = AbortSignal.any([closing.signal, abortOnClose(reply)])
-      await sendPieces(reply, range !== undefined ? 206 : 200, headers, readStoredObject(store, oid, { range, signal }), {
+      await sendPieces(reply, range !== undefined ? 206 : 200, headers, readPieces(oid, known, { range, signal }), {
         count: n => { t.bytes += n; m.bytesOut.inc(n) }
       })
     } finally {
@@ -259,12 +424,225 @@ export async function createLockerServer (options: LockerServerOptions): Promise
   app.get('/v1/lockers/:locker/objects/:oid', { exposeHeadRoute: false }, async (request, reply) => { await serveObject(request, reply, false) })
   app.head('/v1/lockers/:locker/objects/:oid', async (request, reply) => { await serveObject(request, reply, true) })
 
+  // Dedup, step 1: an uploader asks whether the bytes are here already; if they are, it gets a
+  // challenge (nonce + random ranges) whose answer, sent as Berth-Proof on the PUT, links them.
+  app.post('/v1/lockers/:locker/objects/:oid/challenge', async (request, reply) => {
+    const params = request.params as { locker: string, oid: string }
+    const locker = parseLockerName(params.locker)
+    const oid = parseOid(params.oid)
+    await authorize(request, locker, 'write', oid)
+    db.mustLocker(locker)
+    // Every stored object is held by some locker (orphans are released at start).
+    const info = db.holders(oid) > 0 ? await store.stat(oid) : undefined
+    if (info === undefined) throw new NotFoundError('these bytes are not here: upload them')
+    const now = Date.now()
+    for (const [id, c] of challenges) { if (c.expiresAt >= now && challenges.size < MAX_CHALLENGES) break; challenges.delete(id) }
+    const id = randomUUID()
+    const c: IssuedChallenge = { ...newChallenge(info.size), locker, oid, size: info.size, expiresAt: now + CHALLENGE_MS }
+    challenges.set(id, c)
+    return await reply.code(200).send({ id, nonce: c.nonce, ranges: c.ranges, size: c.size, expiresAt: c.expiresAt })
+  })
+
+  // Dedup, the other side: this locker proves to another server that it holds an object.
+  app.post('/v1/lockers/:locker/objects/:oid/proof', async (request) => {
+    const params = request.params as { locker: string, oid: string }
+    const locker = parseLockerName(params.locker)
+    const oid = parseOid(params.oid)
+    const known = readable(locker, oid)
+    await authorize(request, locker, 'read', oid, known?.seq ?? undefined)
+    if (known === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}`)
+    const c = parseChallenge(request.body, known.size ?? known.arrival!.obj.stored)
+    return { proof: await answerFor(oid, known, c, closing.signal) }
+  })
+
+  /**
+   * SAILOR's distribute. The locker comes to hold the object — it does already; or links it from
+   * a locker here the requester may read; or, the bytes being here for another locker, links
+   * them once `src` proves it holds them; or joins an arrival of the same object; or fetches it
+   * from `src` — and, with `dst`, delivers it there, each segment as soon as it is stored.
+   */
+  app.post('/v1/lockers/:locker/distribute', async (request, reply) => {
+    const locker = parseLockerName((request.params as { locker: string }).locker)
+    const parsed = distributeBody.safeParse(request.body)
+    if (!parsed.success) throw new BadRequestError(`bad distribute: ${zodMessage(parsed.error)}`)
+    const oid = parseOid(parsed.data.oid)
+    const here = readable(locker, oid)
+    const { resource } = await authorize(request, locker, 'distribute', oid, here?.seq ?? undefined)
+    db.mustLocker(locker)
+    const src = parsed.data.src !== undefined ? parsePlace(parsed.data.src) : undefined
+    const dst = parsed.data.dst !== undefined ? parsePlace(parsed.data.dst) : undefined
+    if (dst !== undefined && dst.kind !== 'locker') throw new BadRequestError('dst must be a locker:// URI (with its token)')
+    if (src === undefined && dst === undefined) throw new BadRequestError('a distribute needs src, dst or both')
+    if (src === undefined && here === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}, and no src was given`)
+    const target: Target = { locker, expiresAt: parsed.data.ttl !== undefined ? Date.now() + parsed.data.ttl * 1000 : null, seq: here?.seq ?? null }
+    const t: TransferStatus = { id: randomUUID(), locker, oid, src: src?.uri, dst: dst?.uri, state: 'running', how: 'none', delivered: 'none', size: here?.size ?? null, bytesIn: 0, bytesOut: 0, startedAt: Date.now(), endedAt: null }
+    for (const [id, old] of transfers) { if (transfers.size < KEEP_TRANSFERS || old.state === 'running') break; transfers.delete(id) }
+    transfers.set(t.id, t)
+    // An arrival starts before the answer, so a distribute posted after this one (the next
+    // locker of a cascade, another destination) finds the object arriving and joins it.
+    let arrival: Arrival | undefined
+    if (here === undefined && arrivals.get(oid) === undefined && db.holders(oid) === 0) arrival = beginArrival(oid, target, undefined, src)
+    m.distributes.inc()
+    runDistribute(t, { target, here, arrival, src, dst, sizeMax: resource?.sizeMax, ttl: parsed.data.ttl })
+      .then(() => { t.state = 'done' }, (err: unknown) => {
+        const e = toBerthError(err)
+        t.state = 'failed'
+        t.error = { code: e.code, message: e.message }
+      })
+      .finally(() => { t.endedAt = Date.now(); m.distributes.dec() })
+    return await reply.code(202).send({ transfer: t })
+  })
+
+  interface DistributePlan {
+    target: Target
+    here: ReturnType<typeof readable>
+    /** set when this distribute fetches the object itself */
+    arrival: Arrival | undefined
+    src: Place | undefined
+    dst: Place | undefined
+    sizeMax: number | undefined
+    ttl: number | undefined
+  }
+
+  /** A place that is a locker of this very server. */
+  function localLocker (p: Place | undefined): p is Extract<Place, { kind: 'locker' }> {
+    return p?.kind === 'locker' && p.origin === urlOf(address)
+  }
+
+  async function runDistribute (t: TransferStatus, plan: DistributePlan): Promise<void> {
+    const { target, src, dst } = plan
+    const { oid } = t
+    const signal = closing.signal
+    const deps = { peer, signal }
+    // The object arriving here, whose bytes `dst` may get as they come (only once this
+    // distribute's claim on it stands: its own fetch, or the same source as the one fetching).
+    let streaming: Arrival | undefined
+    let fetching: Promise<unknown> | undefined
+    const fetch = (a: Arrival): void => {
+      t.how = 'fetch'
+      streaming = a
+      fetching = (async () => {
+        try {
+          const opened = await openSource(src!, oid, deps)
+          if (opened.size !== undefined) { a.obj.size = opened.size; t.size = opened.size }
+          await ingest(a, target, opened.stream, { declared: opened.size, sizeMax: plan.sizeMax, signal, count: n => { t.bytesIn += n } })
+        } catch (err) {
+          a.obj.fail(err)
+          if (arrivals.get(oid) === a) arrivals.delete(oid)
+          throw err
+        }
+      })()
+    }
+
+    if (plan.here !== undefined && plan.here.arrival === undefined) {
+      t.how = 'held'
+    } else if (plan.arrival !== undefined) {
+      fetch(plan.arrival)
+    } else if (plan.here?.arrival !== undefined || arrivals.get(oid) !== undefined) {
+      // Arriving already (for this locker or another): join rather than fetch again.
+      const a = plan.here?.arrival ?? arrivals.get(oid)!
+      t.how = 'joined'
+      if (!a.obj.lockers.has(target.locker)) {
+        // Another distribute's claim does not cover this one's unless it names the same source
+        // with the same credentials; otherwise `src` proves it holds the part arrived so far.
+        if (src === undefined) throw new NotFoundError(`locker ${target.locker} holds no object ${oid}, and no src was given`)
+        if (a.src === undefined || !samePlace(a.src, src)) {
+          while (a.obj.stored === 0 && a.obj.arriving) await a.obj.done(signal).catch(() => {})
+          const r = { arrival: a.obj.arriving ? a : undefined }
+          const c = newChallenge(a.obj.stored)
+          if (!await provePlace(src, oid, c, (s, e) => bytesOf(readPieces(oid, r, { range: { start: s, end: e }, signal })), deps)) {
+            throw new ProofError(`${src.uri} did not prove it holds ${oid}`)
+          }
+        }
+        if (!a.obj.arriving) {
+          await a.obj.done(signal)
+          holdWithin(target, oid, a.obj.size!)
+        } else {
+          const joined = new Promise<void>((resolve, reject) => {
+            a.joiners.set(target.locker, { target, settle: err => { if (err === undefined) resolve(); else reject(err) } })
+          })
+          joined.catch(() => {})
+          a.obj.lockers.add(target.locker)
+          fetching = joined
+        }
+      } else {
+        fetching = a.obj.done(signal)
+      }
+      streaming = a.obj.arriving ? a : undefined
+      if (a.obj.size !== undefined) t.size = a.obj.size
+    } else {
+      // The bytes are here, for another locker.
+      const size = (await store.stat(oid))?.size
+      if (size === undefined || src === undefined) throw new NotFoundError(`locker ${target.locker} holds no object ${oid}`)
+      t.size = size
+      if (localLocker(src)) {
+        // A locker here: the requester's token for it decides; no bytes move.
+        const held = mustHold(src.locker, oid)
+        await verifier.access(src.token, { locker: src.locker, op: 'read', oid, seq: held.seq ?? undefined })
+        holdWithin(target, oid, size)
+        t.how = 'link'
+        m.linked.inc({ how: 'local' })
+      } else if (await provePlace(src, oid, newChallenge(size), (s, e) => bytesOf(readStoredObject(store, oid, { range: { start: s, end: e }, signal })), deps)) {
+        holdWithin(target, oid, size)
+        t.how = 'challenge'
+        m.linked.inc({ how: 'challenge' })
+      } else {
+        // No proof: fetch the bytes like any other (the store keeps one copy of each chunk).
+        fetch(beginArrival(oid, target, undefined, src))
+      }
+    }
+
+    if (dst !== undefined) {
+      const a = streaming
+      const sizeNow = (): number | undefined => a?.obj.size ?? t.size ?? undefined
+      const r = { arrival: a }
+      if (localLocker(dst)) {
+        // A locker here: its token must allow the write; the reference is all that moves.
+        await (fetching ?? Promise.resolve())
+        await verifier.access(dst.token, { locker: dst.locker, op: 'write', oid })
+        holdWithin({ locker: dst.locker, expiresAt: plan.ttl !== undefined ? Date.now() + plan.ttl * 1000 : null, seq: null }, oid, mustHold(target.locker, oid).size)
+        t.delivered = 'link'
+      } else {
+        const stored = await deliver(dst, oid, {
+          size: sizeNow(),
+          ttl: plan.ttl,
+          signal,
+          bytes: () => copiesOf(readPieces(oid, r, { signal }), n => { t.bytesOut += n; m.bytesOut.inc(n) }),
+          prove: async c => await answerFor(oid, r, c, signal)
+        })
+        t.delivered = stored.linked === true ? 'link' : 'sent'
+      }
+    }
+    await fetching
+  }
+
+  app.get('/v1/lockers/:locker/transfers/:id', async (request) => {
+    const params = request.params as { locker: string, id: string }
+    const locker = parseLockerName(params.locker)
+    await authorize(request, locker, 'distribute')
+    const t = transfers.get(params.id)
+    if (t === undefined || t.locker !== locker) throw new NotFoundError(`no transfer ${params.id.slice(0, 64)} in locker ${locker}`)
+    return { transfer: t }
+  })
+
+  app.put('/v1/lockers/:locker/apps/:app', async (request) => {
+    const params = request.params as { locker: string, app: string }
+    const locker = parseLockerName(params.locker)
+    await authorize(request, locker, 'manage')
+    if (!/^[\w.-]{1,128}$/.test(params.app)) throw new BadRequestError('an application name is 1–128 of A-Z a-z 0-9 _ . -')
+    const parsed = z.object({ weight: z.number().positive().max(1e6) }).strict().safeParse(request.body)
+    if (!parsed.success) throw new BadRequestError(`bad application weight: ${zodMessage(parsed.error)}`)
+    db.mustLocker(locker)
+    db.setAppWeight(locker, params.app, parsed.data.weight)
+    return { app: params.app, weight: parsed.data.weight }
+  })
+
   app.delete('/v1/lockers/:locker/objects/:oid', async (request, reply) => {
     const params = request.params as { locker: string, oid: string }
     const locker = parseLockerName(params.locker)
     const oid = parseOid(params.oid)
     await authorize(request, locker, 'delete', oid, db.held(locker, oid)?.seq ?? undefined)
-    live(locker, oid)
+    mustHold(locker, oid)
     await dropReference(locker, oid)
     return await reply.code(204).send()
   })
@@ -274,15 +652,18 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     await authorize(request, locker, 'status')
     const row = db.mustLocker(locker)
     const usage = db.usage(locker)
-    const transfers = [...inFlight].filter(t => t.locker === locker)
+    const running = [...inFlight].filter(t => t.locker === locker)
     return {
       locker: row.name,
       weight: row.weight,
+      floor: row.floor,
       quota: row.quota,
       used: usage.bytes,
       reserved: reserved.get(locker) ?? 0,
       objects: usage.objects,
-      transfers: transfers.map(t => ({ id: t.id, op: t.op, oid: t.oid, app: t.app, bytes: t.bytes, startedAt: t.startedAt })),
+      apps: db.appWeights(locker),
+      transfers: running.map(t => ({ id: t.id, op: t.op, oid: t.oid, app: t.app, bytes: t.bytes, startedAt: t.startedAt })),
+      distributes: [...transfers.values()].filter(t => t.locker === locker && t.state === 'running'),
       list: db.list(locker, 1000)
     }
   })
@@ -322,6 +703,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       closing.abort()
       if (sweeper !== undefined) clearInterval(sweeper)
       await app.close()
+      await peer.close()
       await store.close()
       db.close()
     }

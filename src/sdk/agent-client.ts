@@ -57,11 +57,11 @@ function chunkerParam (spec: ChunkerSpec | string | undefined): string {
 }
 
 /** Turns a non-2xx answer's `{error: {code, message}}` into a BerthError with that code. */
-export async function errorFrom (statusCode: number, body: { text: () => Promise<string> }): Promise<BerthError> {
+export async function errorFrom (statusCode: number, body: { text: () => Promise<string> }, who = 'agent'): Promise<BerthError> {
   let text = ''
   try { text = await body.text() } catch {}
   const { code, message } = parseErrorBody(text)
-  return fromStatus(new HttpStatusError(statusCode, code, message, 'agent'))
+  return fromStatus(new HttpStatusError(statusCode, code, message, who))
 }
 
 function hintParams (hints: GetOptions['hints']): string {

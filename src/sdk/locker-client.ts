@@ -9,9 +9,11 @@
  * const { stream } = await lockers.get('alice', oid, { token, range: { start: 0, end: 1023 } })
  * ```
  */
+import { createReadStream } from 'node:fs'
 import { Readable } from 'node:stream'
 import type { JWK } from 'jose'
 import { request } from 'undici'
+import { answerChallenge, type Challenge } from '../core/proof.ts'
 import { errorFrom } from './agent-client.ts'
 
 export interface LockerAuth {
@@ -33,7 +35,41 @@ export interface LockerStatus {
   list: Array<{ oid: string, size: number, seq: number | null, expiresAt: number | null, createdAt: number }>
 }
 
-export interface StoredObject { oid: string, size: number, locker: string, expiresAt: number | null }
+export interface StoredObject { oid: string, size: number, locker: string, expiresAt: number | null, linked?: boolean }
+
+/** A server's challenge: prove you hold the object's bytes (see core/proof.ts). */
+export interface IssuedChallenge extends Challenge { id: string, size: number, expiresAt: number }
+
+/** Answers a challenge from bytes this side holds. */
+export type Prover = (c: Challenge) => Promise<string>
+
+/** A prover over a local file (the object's bytes). */
+export function fileProver (path: string): Prover {
+  return async c => await answerChallenge(c, (start, end) => createReadStream(path, { start, end }))
+}
+
+/** Where a distribute takes the object from or delivers it to: a URI and the tokens it needs there. */
+export interface Endpoint { uri: string, token?: string, resource?: string }
+
+export interface TransferStatus {
+  id: string
+  locker: string
+  oid: string
+  src?: string
+  dst?: string
+  state: 'running' | 'done' | 'failed'
+  /** how the locker came to hold the object: 'held' (already did), 'link' (from a locker here),
+   * 'challenge' (here already; src proved it holds it), 'joined' (another transfer was bringing it), 'fetch' */
+  how: 'held' | 'link' | 'challenge' | 'joined' | 'fetch' | 'none'
+  /** how the destination got it: 'sent' (bytes pushed), 'link' (proved, no bytes moved), 'none' */
+  delivered: 'sent' | 'link' | 'none'
+  size: number | null
+  bytesIn: number
+  bytesOut: number
+  startedAt: number
+  endedAt: number | null
+  error?: { code: string, message: string }
+}
 
 function headers (auth: LockerAuth, extra: Record<string, string> = {}): Record<string, string> {
   const h: Record<string, string> = { authorization: `Bearer ${auth.token}`, ...extra }
@@ -61,7 +97,7 @@ export class LockerClient {
       body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
       signal
     })
-    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, res.body)
+    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, res.body, 'locker')
     if (res.statusCode === 204) { await res.body.dump(); return undefined as T }
     return await res.body.json() as T
   }
@@ -72,14 +108,68 @@ export class LockerClient {
     return r.locker
   }
 
-  /** Stores an object under its OID: the server refuses bytes that do not hash to it. */
-  async put (locker: string, oid: string, body: Uint8Array | Readable | AsyncIterable<Uint8Array>, o: LockerAuth & { ttl?: number, seq?: number }): Promise<StoredObject> {
+  /**
+   * Stores an object under its OID: the server refuses bytes that do not hash to it. With
+   * `prove`, the server is first asked whether it holds the bytes already (for another locker):
+   * if so, answering its challenge links them and `body` is never read — no object bytes move.
+   */
+  async put (locker: string, oid: string, body: Uint8Array | Readable | AsyncIterable<Uint8Array>, o: LockerAuth & { ttl?: number, seq?: number, size?: number, prove?: Prover }): Promise<StoredObject> {
     const extra: Record<string, string> = {}
     if (o.ttl !== undefined) extra['berth-ttl'] = String(o.ttl)
     if (o.seq !== undefined) extra['berth-seq'] = String(o.seq)
-    if (body instanceof Uint8Array) extra['content-length'] = String(body.byteLength)
+    if (o.prove !== undefined) {
+      const c = await this.challenge(locker, oid, o)
+      if (c !== undefined) {
+        if (body instanceof Readable) body.destroy()
+        return await this.json<StoredObject>('PUT', this.objectUrl(locker, oid), headers(o, { ...extra, 'berth-proof': `${c.id}:${await o.prove(c)}`, 'content-length': '0' }), undefined, o.signal)
+      }
+    }
+    const size = body instanceof Uint8Array ? body.byteLength : o.size
+    if (size !== undefined) extra['content-length'] = String(size)
     const stream = body instanceof Uint8Array || body instanceof Readable ? body : Readable.from(body)
     return await this.json<StoredObject>('PUT', this.objectUrl(locker, oid), headers(o, extra), stream, o.signal)
+  }
+
+  /** A challenge for linking an object the server holds already, or undefined when it holds no such bytes. */
+  async challenge (locker: string, oid: string, o: LockerAuth): Promise<IssuedChallenge | undefined> {
+    try {
+      return await this.json<IssuedChallenge>('POST', `${this.objectUrl(locker, oid)}/challenge`, headers(o), undefined, o.signal)
+    } catch (err) {
+      if ((err as { status?: number }).status === 404) return undefined
+      throw err
+    }
+  }
+
+  /** This locker's answer to a challenge over its copy of the object (needs read access). */
+  async proof (locker: string, oid: string, c: Challenge, o: LockerAuth): Promise<string> {
+    return (await this.json<{ proof: string }>('POST', `${this.objectUrl(locker, oid)}/proof`, headers(o), c, o.signal)).proof
+  }
+
+  /**
+   * SAILOR's distribute: the locker takes the object from `src` (another locker, an agent, an
+   * HTTP URL; none: it holds the object already) and/or delivers it to `dst` (another locker),
+   * forwarding each segment as it arrives. Returns at once with the transfer.
+   */
+  async distribute (locker: string, d: { oid: string, src?: Endpoint | string, dst?: Endpoint | string, ttl?: number }, o: LockerAuth): Promise<TransferStatus> {
+    return (await this.json<{ transfer: TransferStatus }>('POST', `${this.url}/v1/lockers/${encodeURIComponent(locker)}/distribute`, headers(o), d, o.signal)).transfer
+  }
+
+  /** A transfer's progress. */
+  async transfer (locker: string, id: string, o: LockerAuth): Promise<TransferStatus> {
+    return (await this.json<{ transfer: TransferStatus }>('GET', `${this.url}/v1/lockers/${encodeURIComponent(locker)}/transfers/${encodeURIComponent(id)}`, headers(o), undefined, o.signal)).transfer
+  }
+
+  /** Polls a transfer until it ends; resolves with its final state (also when it failed). */
+  async waitTransfer (locker: string, id: string, o: LockerAuth & { intervalMs?: number, onProgress?: (t: TransferStatus) => void }): Promise<TransferStatus> {
+    for (;;) {
+      const t = await this.transfer(locker, id, o)
+      o.onProgress?.(t)
+      if (t.state !== 'running') return t
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(resolve, o.intervalMs ?? 200)
+        o.signal?.addEventListener('abort', () => { clearTimeout(timer); reject(o.signal!.reason) }, { once: true })
+      })
+    }
   }
 
   /** The object's bytes (or a range of them, inclusive) as a stream. */
@@ -87,7 +177,7 @@ export class LockerClient {
     const extra: Record<string, string> = {}
     if (o.range !== undefined) extra.range = `bytes=${o.range.start}-${o.range.end ?? ''}`
     const res = await request(this.objectUrl(locker, oid), { method: 'GET', headers: headers(o, extra), signal: o.signal })
-    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, res.body)
+    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, res.body, 'locker')
     const length = Number(res.headers['content-length'])
     const range = res.headers['content-range']
     const size = typeof range === 'string' ? Number(range.split('/')[1]) : length
@@ -99,7 +189,7 @@ export class LockerClient {
     const res = await request(this.objectUrl(locker, oid), { method: 'HEAD', headers: headers(o), signal: o.signal })
     await res.body.dump()
     if (res.statusCode === 404) return undefined
-    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, { text: async () => '' })
+    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, { text: async () => '' }, 'locker')
     return { size: Number(res.headers['content-length']) }
   }
 

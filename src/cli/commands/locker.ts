@@ -25,6 +25,7 @@ interface IssueOptions extends JsonOption {
   sizeMax?: string
   bwWeight?: string
   bwMax?: string
+  bwMin?: string
   connSlots?: string
   app?: string
   resource?: boolean
@@ -108,6 +109,7 @@ export function registerLocker (program: Command): void {
     .option('--size-max <bytes>', 'resource: largest upload, e.g. 100m')
     .option('--bw-weight <w>', 'resource: bandwidth weight among the application\'s tokens (default 1)')
     .option('--bw-max <bytes/s>', 'resource: bandwidth cap, e.g. 10m')
+    .option('--bw-min <bytes/s>', 'resource: guaranteed bandwidth while transferring (refused with 503 when the server cannot)')
     .option('--conn-slots <n>', 'resource: concurrent connections')
     .option('--app <name>', 'resource: the application (default "default")')
     .option('--json', 'print {access, resource?, jti, exp} as JSON')
@@ -140,6 +142,7 @@ export function registerLocker (program: Command): void {
           sizeMax: options.sizeMax !== undefined ? parseSize(options.sizeMax) : undefined,
           bwWeight: positive('--bw-weight', options.bwWeight),
           bwMax: options.bwMax !== undefined ? parseSize(options.bwMax) : undefined,
+          bwMin: options.bwMin !== undefined ? parseSize(options.bwMin) : undefined,
           connSlots: positive('--conn-slots', options.connSlots),
           app: options.app
         })

@@ -38,7 +38,7 @@ export function registerStart (program: Command): void {
       const ownerKey = join(dir, 'locker', `${name}.jwk`)
       const owner = await loadSigningKey(ownerKey, { create: true })
       if (lockers.db.locker(parseLockerName(name)) === undefined) {
-        lockers.db.createLocker({ name, weight: 1, quota: 10 * 2 ** 30, key: await publicKeyFrom(owner.publicJwk) })
+        lockers.db.createLocker({ name, weight: 1, quota: 10 * 2 ** 30, floor: 0, key: await publicKeyFrom(owner.publicJwk) })
       }
       // The node's parts, started in this order and stopped in reverse (portal and ALTO join
       // this list when configured, each with its subdirectory of DIR and its lines below).

@@ -193,7 +193,19 @@ export class ChunkingPipeline implements AsyncIterable<ChunkedBlock> {
       } else {
         let end = headRoom
         for (;;) {
-          const n = await source.fill(filling.bytes, end, blockSize)
+          const fill = source.fill(filling.bytes, end, blockSize)
+          pendingRead = fill
+          // While the input is slow (an upload arriving at its sender's pace), blocks already
+          // hashed go on at once rather than when more input comes: whoever reads an object
+          // still arriving (a GET, the next locker of a relay) gets each block without delay.
+          while (inFlight.length > 0) {
+            const head = inFlight[0]
+            const first = await Promise.race([fill.then(() => false, () => false), head.then(() => true, () => true)])
+            if (!first) break
+            yield await inFlight.shift()!
+          }
+          const n = await fill
+          pendingRead = undefined
           throwIfAborted(signal)
           this.size += n
           end += n
