@@ -6,15 +6,27 @@ import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 
+// The long-running servers (`agent`, `start`, `locker serve`) run differently from the
+// short-lived client commands.
+const [command, subcommand] = process.argv.slice(2)
+const daemon = command === 'agent' || command === 'start' || (command === 'locker' && subcommand === 'serve')
+
 // Short-lived client commands: undici's HTTP parser is WebAssembly, which V8 would also compile
 // with its optimizing tier in the background, and a process waits for that at exit (~75 ms per
 // command, measured). The baseline compiler alone is plenty for a handful of requests. The
 // daemons keep the optimizing tier: they parse for hours.
-const daemon = ['agent', 'start'].includes(process.argv[2])
 if (!daemon) setFlagsFromString('--liftoff-only')
 // Daemons: V8 otherwise lets the heap grow to ~3x its live data between full collections, and a
 // transfer allocates fast. Measured on a 4 GiB get: receiver peak RSS 270 → 192 MB, same speed.
 if (daemon) setFlagsFromString('--optimize-for-size')
+
+// A reader that went away (`berth --help | head`, `berth status | head -1`): a client command has
+// nothing left to say, so it ends quietly with the shell's "killed by SIGPIPE" code (as an action
+// does on EPIPE); a daemon keeps serving, its stdout was only for the lines it printed at start.
+process.stdout.on('error', err => {
+  if (err.code !== 'EPIPE') throw err
+  if (!daemon) process.exit(141)
+})
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const pointer = join(root, 'dist', 'current')

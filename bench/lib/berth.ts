@@ -172,16 +172,20 @@ export class LockerProc {
   port = 0
   proc: Started | undefined
 
-  constructor (dir: string, nodeArgs: string[] = []) {
+  /** more `locker serve` options (capacities: --egress 100m, …) */
+  readonly serveArgs: string[]
+
+  constructor (dir: string, nodeArgs: string[] = [], serveArgs: string[] = []) {
     this.dir = dir
     this.nodeArgs = nodeArgs
+    this.serveArgs = serveArgs
   }
 
   get url (): string { return `http://127.0.0.1:${this.port}` }
   get pid (): number | undefined { return this.proc?.child.pid }
   get adminKey (): string { return join(this.dir, 'admin.jwk') }
   get args (): string[] {
-    return ['locker', 'serve', '--listen', `127.0.0.1:${this.port}`, '--store', join(this.dir, 'store'), '--admin-key', this.adminKey]
+    return ['locker', 'serve', '--listen', `127.0.0.1:${this.port}`, '--store', join(this.dir, 'store'), '--admin-key', this.adminKey, ...this.serveArgs]
   }
 
   /** Starts the server and waits until it answers HTTP (any status: the route needs a token). */
@@ -214,9 +218,9 @@ export class LockerProc {
   stderr (): string { return this.proc?.stderr() ?? '' }
 
   /** `berth locker create NAME --server URL --admin-key … --owner-key DIR/NAME.jwk --quota Q`; returns the owner key's path. */
-  async createLocker (name: string, quota: string): Promise<string> {
+  async createLocker (name: string, quota: string, more: string[] = []): Promise<string> {
     const ownerKey = join(this.dir, `${name}.jwk`)
-    const [cmd, args] = berthCmd(['locker', 'create', name, '--server', this.url, '--admin-key', this.adminKey, '--owner-key', ownerKey, '--quota', quota, '--json'])
+    const [cmd, args] = berthCmd(['locker', 'create', name, '--server', this.url, '--admin-key', this.adminKey, '--owner-key', ownerKey, '--quota', quota, '--json', ...more])
     const r = await run(cmd, args, { cwd: ROOT, timeoutMs: 60000 })
     if (r.code !== 0) throw new Error(describeFailure('berth', args.slice(1), r))
     return ownerKey

@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander'
 import { registerAgent } from './commands/agent.ts'
 import { registerCp } from './commands/cp.ts'
+import { registerDistribute } from './commands/distribute.ts'
 import { registerGet } from './commands/get.ts'
 import { registerLocker } from './commands/locker.ts'
 import { registerOid } from './commands/oid.ts'
@@ -35,6 +36,7 @@ export function buildProgram (): Command {
   registerStatus(program)
   registerCp(program)
   registerLocker(program)
+  registerDistribute(program)
   return program
 }
 

@@ -17,7 +17,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { JWK } from 'jose'
 import { Counter, Gauge, Registry } from 'prom-client'
 import { z } from 'zod'
-import { BadRequestError, NotFoundError, ProofError, QuotaExceededError, toBerthError, TooLargeError } from '../core/errors.ts'
+import { BadRequestError, InvalidConfigError, NotFoundError, OverloadedError, ProofError, QuotaExceededError, SlotsExhaustedError, toBerthError, TooLargeError } from '../core/errors.ts'
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { parseOid } from '../core/naming.ts'
 import type { ByteRange } from '../core/range.ts'
@@ -30,10 +30,11 @@ import { readStoredObject } from '../agent/read.ts'
 import { sendPieces } from '../agent/send.ts'
 import type { OutputPiece } from '../agent/transfer.ts'
 import type { TransferStatus } from '../sdk/locker-client.ts'
-import { openStore } from '../store/index.ts'
+import { cachedStore, openStore } from '../store/index.ts'
 import type { ChunkStore, ObjectInfo } from '../store/types.ts'
 import { LockerDb } from './db.ts'
 import { LiveObject } from './live.ts'
+import { type Flow, Scheduler } from './scheduler.ts'
 import { deliver, openSource, type Place, parsePlace, provePlace, samePlace } from './sources.ts'
 
 export interface LockerServerOptions {
@@ -48,12 +49,29 @@ export interface LockerServerOptions {
   /** how often expired objects are swept, ms; default 5000 */
   sweepMs?: number
   pool?: HashPool
+  /** bytes of verified chunks kept in memory for readers (disk stores); default 256 MiB */
+  cacheBytes?: number
+  /** what the server has to share (SAILOR's resources); each shared by weight with floors */
+  capacity?: Partial<Capacity>
+}
+
+export interface Capacity {
+  /** bytes/s out (GETs, deliveries); default unlimited (the link decides) */
+  egress: number
+  /** bytes/s in (PUTs, fetches); default unlimited */
+  ingress: number
+  /** transfers at once (connection slots); default 4096 */
+  connections: number
+  /** bytes the lockers' quotas may add up to; default unlimited */
+  storage: number
 }
 
 export interface LockerServer {
   readonly url: string
   readonly store: ChunkStore
   readonly db: LockerDb
+  /** changes what the server shares; floors already admitted are kept */
+  setCapacity (c: Partial<Capacity>): void
   start (): Promise<void>
   stop (): Promise<void>
   /** drops references whose TTL ran out and frees their bytes; returns how many (also runs on a timer) */
@@ -87,6 +105,19 @@ const CHALLENGE_MS = 60_000
 const MAX_CHALLENGES = 10_000
 /** finished distributes kept for their progress queries */
 const KEEP_TRANSFERS = 1000
+const DEFAULT_CONNECTIONS = 4096
+/**
+ * Connection slots: until this share of them is taken anyone gets one; the rest are kept for
+ * users holding less than their weighted share of that part, so a heavy user cannot take the
+ * last ones from the others (slots cannot be taken back once given, unlike bandwidth).
+ */
+const SLOTS_OPEN_SHARE = 0.9
+
+function checkCapacity (c: Partial<Capacity>): void {
+  for (const [k, v] of Object.entries(c)) {
+    if (v !== undefined && (typeof v !== 'number' || Number.isNaN(v) || v <= 0)) throw new InvalidConfigError(`capacity.${k} must be a positive number (Infinity for unlimited)`)
+  }
+}
 
 const createBody = z.object({
   name: z.string(),
@@ -149,7 +180,12 @@ export async function createLockerServer (options: LockerServerOptions): Promise
   const admin = (await publicKeyFrom(options.adminKey)).jwk
   const pool = options.pool ?? sharedHashPool()
   if (options.dir !== undefined) await mkdir(options.dir, { recursive: true })
-  const store = await openStore(options.dir !== undefined ? { kind: 'disk', dir: join(options.dir, 'store'), pool } : { kind: 'memory', pool })
+  // Many readers of the same objects (a CDN's or ISP's lockers): chunks read from disk are
+  // verified once and kept in a bounded cache of verified bytes that concurrent readers share
+  // (src/store/cache.ts). A memory store needs none: its chunks are in memory already.
+  const store = options.dir !== undefined
+    ? cachedStore(await openStore({ kind: 'disk', dir: join(options.dir, 'store'), pool }), { bytes: options.cacheBytes })
+    : await openStore({ kind: 'memory', pool })
   const db = new LockerDb(options.dir !== undefined ? join(options.dir, 'lockers.sqlite') : ':memory:')
   const verifier = new TokenVerifier({ keys: locker => db.keys(locker), revoked: jti => db.isRevoked(jti) })
   const defaultQuota = options.defaultQuota ?? 10 * 2 ** 30
@@ -170,6 +206,13 @@ export async function createLockerServer (options: LockerServerOptions): Promise
   const transfers = new Map<string, TransferStatus>()
   // Distributes reach agents with the same peer protocol agents use among themselves.
   const peer = new PeerPlugin()
+  checkCapacity(options.capacity ?? {})
+  const capacity: Capacity = { egress: Infinity, ingress: Infinity, connections: DEFAULT_CONNECTIONS, storage: Infinity }
+  // Only what is given: an absent option (undefined) keeps the default.
+  for (const [k, v] of Object.entries(options.capacity ?? {})) if (v !== undefined) capacity[k as keyof Capacity] = v
+  const bandwidth = { egress: new Scheduler({ capacity: capacity.egress }), ingress: new Scheduler({ capacity: capacity.ingress }) }
+  /** transfers holding a connection slot: in all, per locker, per grant (resource token, else access token) */
+  const slots = { total: 0, byLocker: new Map<string, number>(), byGrant: new Map<string, number>() }
 
   const registry = new Registry()
   const m = {
@@ -215,6 +258,63 @@ export async function createLockerServer (options: LockerServerOptions): Promise
   }
   function untrack (t: InFlight): void {
     if (inFlight.delete(t)) m.inFlight.dec()
+  }
+
+  /**
+   * A transfer's share of the server: a connection slot and a bandwidth flow in one direction,
+   * placed in the tree users (lockers, by subscription weight and floor) → applications (the
+   * locker's weights) → grants (the resource token's bwWeight, bwMin, bwMax). Refused with 429
+   * when the grant's own slots are taken, 503 + Retry-After when the server cannot take it.
+   */
+  function admit (direction: 'egress' | 'ingress', locker: string, grant: { access: AccessClaims, resource: ResourceClaims | undefined }): { flow: Flow, close: () => void } {
+    const row = db.mustLocker(locker)
+    const { resource } = grant
+    const key = resource?.jti ?? grant.access.jti
+    const mine = slots.byGrant.get(key) ?? 0
+    if (resource?.connSlots !== undefined && mine >= resource.connSlots) throw new SlotsExhaustedError(`the resource token's ${resource.connSlots} connection slots are in use`)
+    if (slots.total >= capacity.connections) throw new OverloadedError(`all ${capacity.connections} connection slots of the server are in use`)
+    const theirs = slots.byLocker.get(locker) ?? 0
+    if (slots.total >= capacity.connections * SLOTS_OPEN_SHARE) {
+      let weights = row.weight
+      for (const l of slots.byLocker.keys()) if (l !== locker) weights += db.locker(l)?.weight ?? 1
+      if (theirs >= capacity.connections * SLOTS_OPEN_SHARE * row.weight / weights) throw new OverloadedError(`locker ${locker} has its share of the server's connection slots`)
+    }
+    const app = resource?.app ?? 'default'
+    const flow = bandwidth[direction].open({
+      user: locker,
+      userWeight: row.weight,
+      userFloor: row.floor,
+      app,
+      appWeight: db.appWeight(locker, app),
+      weight: resource?.bwWeight ?? 1,
+      floor: resource?.bwMin,
+      max: resource?.bwMax
+    })
+    slots.total++
+    slots.byLocker.set(locker, theirs + 1)
+    slots.byGrant.set(key, mine + 1)
+    let closed = false
+    return {
+      flow,
+      close () {
+        if (closed) return
+        closed = true
+        flow.close()
+        slots.total--
+        const l = slots.byLocker.get(locker)! - 1
+        if (l === 0) slots.byLocker.delete(locker); else slots.byLocker.set(locker, l)
+        const g = slots.byGrant.get(key)! - 1
+        if (g === 0) slots.byGrant.delete(key); else slots.byGrant.set(key, g)
+      }
+    }
+  }
+
+  /** Pieces let through at the flow's pace (each waits for its bytes' grant). */
+  async function * paced (pieces: AsyncIterable<OutputPiece>, flow: Flow, signal: AbortSignal): AsyncGenerator<OutputPiece> {
+    for await (const p of pieces) {
+      try { await flow.acquire(p.bytes.byteLength, signal) } catch (err) { p.release?.(); throw err }
+      yield p
+    }
   }
 
   /** Frees a reference's bytes when no locker holds the object any more. */
@@ -263,7 +363,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
    * byte as they come (all of a declared size up front), so uploads racing each other cannot
    * overrun it together; sizeMax stops an upload that grows past it.
    */
-  async function ingest (a: Arrival, target: Target, stream: AsyncIterable<Uint8Array>, o: { declared?: number, sizeMax?: number, signal: AbortSignal, count: (n: number) => void }): Promise<ObjectInfo> {
+  async function ingest (a: Arrival, target: Target, stream: AsyncIterable<Uint8Array>, o: { declared?: number, sizeMax?: number, signal: AbortSignal, flow: Flow, count: (n: number) => void }): Promise<ObjectInfo> {
     const { oid } = a.obj
     const locker = target.locker
     let taken = 0
@@ -280,6 +380,8 @@ export async function createLockerServer (options: LockerServerOptions): Promise
         if (o.sizeMax !== undefined && a.obj.received > o.sizeMax) throw new TooLargeError(`the object exceeds the resource token's sizeMax of ${o.sizeMax} bytes`)
         if (o.declared !== undefined && a.obj.received > o.declared) throw new TooLargeError(`more bytes came than the ${o.declared} announced`)
         if (a.obj.received > taken) take(a.obj.received - taken)
+        // Reading no further until the bytes are granted is what paces the sender (TCP backpressure).
+        await o.flow.acquire(chunk.byteLength, o.signal)
         o.count(chunk.byteLength)
         m.bytesIn.inc(chunk.byteLength)
         yield chunk
@@ -331,7 +433,10 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     if (!parsed.success) throw new BadRequestError(`bad locker: ${zodMessage(parsed.error)}`)
     const name = parseLockerName(parsed.data.name)
     const key = await publicKeyFrom(parsed.data.key)
-    const row = db.createLocker({ name, weight: parsed.data.weight ?? 1, quota: parsed.data.quota ?? defaultQuota, floor: parsed.data.floor ?? 0, key })
+    const quota = parsed.data.quota ?? defaultQuota
+    // Quotas are the storage floors: the server promises no more than it has.
+    if (db.promised() + quota > capacity.storage) throw new QuotaExceededError(`the server can promise ${Math.max(0, capacity.storage - db.promised())} more bytes of storage, not ${quota}`)
+    const row = db.createLocker({ name, weight: parsed.data.weight ?? 1, quota, floor: parsed.data.floor ?? 0, key })
     return await reply.code(201).send({ locker: { name: row.name, weight: row.weight, quota: row.quota, floor: row.floor, kid: key.kid } })
   })
 
@@ -345,7 +450,8 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       const oid = parseOid(params.oid)
       const seq = headerInt(request, 'berth-seq', Number.MAX_SAFE_INTEGER)
       const ttl = headerInt(request, 'berth-ttl', MAX_TTL, 1)
-      const { resource } = await authorize(request, locker, 'write', oid, seq)
+      const grant = await authorize(request, locker, 'write', oid, seq)
+      const { resource } = grant
       db.mustLocker(locker)
       const target: Target = { locker, expiresAt: ttl !== undefined ? Date.now() + ttl * 1000 : null, seq: seq ?? null }
       const declared = headerInt(request, 'content-length', Number.MAX_SAFE_INTEGER)
@@ -376,13 +482,15 @@ export async function createLockerServer (options: LockerServerOptions): Promise
         m.linked.inc({ how: 'proof' })
         return await reply.code(201).send({ oid, size: c.size, locker, expiresAt: target.expiresAt, linked: true })
       }
+      const share = admit('ingress', locker, grant)
       const t = track({ locker, op: 'put', oid, app: resource?.app ?? 'default' })
       try {
         const signal = AbortSignal.any([closing.signal, abortOnClose(reply)])
         const a = beginArrival(oid, target, declared, undefined)
-        const info = await ingest(a, target, request.raw, { declared, sizeMax, signal, count: n => { t.bytes += n } })
+        const info = await ingest(a, target, request.raw, { declared, sizeMax, signal, flow: share.flow, count: n => { t.bytes += n } })
         return await reply.code(201).send({ oid, size: info.size, locker, expiresAt: target.expiresAt })
       } finally {
+        share.close()
         untrack(t)
       }
     })
@@ -395,7 +503,8 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     // The sequence number is needed before the token check (range tokens); an unknown object
     // answers the token's error first, so its existence is not told to those without access.
     const known = readable(locker, oid)
-    const { resource } = await authorize(request, locker, 'read', oid, known?.seq ?? undefined)
+    const grant = await authorize(request, locker, 'read', oid, known?.seq ?? undefined)
+    const { resource } = grant
     if (known === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}`)
     const { size } = known
     const etag = `"${oid}"`
@@ -410,13 +519,15 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       if (range !== undefined) headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`
     }
     if (head) { await reply.code(range !== undefined ? 206 : 200).headers(headers).send(); return }
+    const share = admit('egress', locker, grant)
     const t = track({ locker, op: 'get', oid, app: resource?.app ?? 'default' })
     try {
       const signal = AbortSignal.any([closing.signal, abortOnClose(reply)])
-      await sendPieces(reply, range !== undefined ? 206 : 200, headers, readPieces(oid, known, { range, signal }), {
+      await sendPieces(reply, range !== undefined ? 206 : 200, headers, paced(readPieces(oid, known, { range, signal }), share.flow, signal), {
         count: n => { t.bytes += n; m.bytesOut.inc(n) }
       })
     } finally {
+      share.close()
       untrack(t)
     }
   }
@@ -467,7 +578,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     if (!parsed.success) throw new BadRequestError(`bad distribute: ${zodMessage(parsed.error)}`)
     const oid = parseOid(parsed.data.oid)
     const here = readable(locker, oid)
-    const { resource } = await authorize(request, locker, 'distribute', oid, here?.seq ?? undefined)
+    const grant = await authorize(request, locker, 'distribute', oid, here?.seq ?? undefined)
     db.mustLocker(locker)
     const src = parsed.data.src !== undefined ? parsePlace(parsed.data.src) : undefined
     const dst = parsed.data.dst !== undefined ? parsePlace(parsed.data.dst) : undefined
@@ -483,7 +594,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     let arrival: Arrival | undefined
     if (here === undefined && arrivals.get(oid) === undefined && db.holders(oid) === 0) arrival = beginArrival(oid, target, undefined, src)
     m.distributes.inc()
-    runDistribute(t, { target, here, arrival, src, dst, sizeMax: resource?.sizeMax, ttl: parsed.data.ttl })
+    runDistribute(t, { target, here, arrival, src, dst, grant, ttl: parsed.data.ttl })
       .then(() => { t.state = 'done' }, (err: unknown) => {
         const e = toBerthError(err)
         t.state = 'failed'
@@ -500,7 +611,8 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     arrival: Arrival | undefined
     src: Place | undefined
     dst: Place | undefined
-    sizeMax: number | undefined
+    /** the requester's tokens: its resource token's limits apply to what the distribute moves */
+    grant: { access: AccessClaims, resource: ResourceClaims | undefined }
     ttl: number | undefined
   }
 
@@ -522,16 +634,22 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       t.how = 'fetch'
       streaming = a
       fetching = (async () => {
+        let share: ReturnType<typeof admit> | undefined
         try {
+          share = admit('ingress', target.locker, plan.grant)
           const opened = await openSource(src!, oid, deps)
           if (opened.size !== undefined) { a.obj.size = opened.size; t.size = opened.size }
-          await ingest(a, target, opened.stream, { declared: opened.size, sizeMax: plan.sizeMax, signal, count: n => { t.bytesIn += n } })
+          await ingest(a, target, opened.stream, { declared: opened.size, sizeMax: plan.grant.resource?.sizeMax, signal, flow: share.flow, count: n => { t.bytesIn += n } })
         } catch (err) {
           a.obj.fail(err)
           if (arrivals.get(oid) === a) arrivals.delete(oid)
           throw err
+        } finally {
+          share?.close()
         }
       })()
+      // Awaited at the end; a delivery that fails first must not leave this failure unhandled.
+      fetching.catch(() => {})
     }
 
     if (plan.here !== undefined && plan.here.arrival === undefined) {
@@ -567,6 +685,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
         }
       } else {
         fetching = a.obj.done(signal)
+        fetching.catch(() => {})
       }
       streaming = a.obj.arriving ? a : undefined
       if (a.obj.size !== undefined) t.size = a.obj.size
@@ -603,14 +722,19 @@ export async function createLockerServer (options: LockerServerOptions): Promise
         holdWithin({ locker: dst.locker, expiresAt: plan.ttl !== undefined ? Date.now() + plan.ttl * 1000 : null, seq: null }, oid, mustHold(target.locker, oid).size)
         t.delivered = 'link'
       } else {
-        const stored = await deliver(dst, oid, {
-          size: sizeNow(),
-          ttl: plan.ttl,
-          signal,
-          bytes: () => copiesOf(readPieces(oid, r, { signal }), n => { t.bytesOut += n; m.bytesOut.inc(n) }),
-          prove: async c => await answerFor(oid, r, c, signal)
-        })
-        t.delivered = stored.linked === true ? 'link' : 'sent'
+        const share = admit('egress', target.locker, plan.grant)
+        try {
+          const stored = await deliver(dst, oid, {
+            size: sizeNow(),
+            ttl: plan.ttl,
+            signal,
+            bytes: () => copiesOf(paced(readPieces(oid, r, { signal }), share.flow, signal), n => { t.bytesOut += n; m.bytesOut.inc(n) }),
+            prove: async c => await answerFor(oid, r, c, signal)
+          })
+          t.delivered = stored.linked === true ? 'link' : 'sent'
+        } finally {
+          share.close()
+        }
       }
     }
     await fetching
@@ -662,6 +786,12 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       reserved: reserved.get(locker) ?? 0,
       objects: usage.objects,
       apps: db.appWeights(locker),
+      // Current shares (bytes/s over about the last second), per direction and application.
+      bandwidth: {
+        egress: bandwidth.egress.snapshot().users.find(u => u.user === locker) ?? null,
+        ingress: bandwidth.ingress.snapshot().users.find(u => u.user === locker) ?? null
+      },
+      slots: slots.byLocker.get(locker) ?? 0,
       transfers: running.map(t => ({ id: t.id, op: t.op, oid: t.oid, app: t.app, bytes: t.bytes, startedAt: t.startedAt })),
       distributes: [...transfers.values()].filter(t => t.locker === locker && t.state === 'running'),
       list: db.list(locker, 1000)
@@ -694,6 +824,12 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     store,
     db,
     sweep,
+    setCapacity (c) {
+      checkCapacity(c)
+      for (const [k, v] of Object.entries(c)) if (v !== undefined) capacity[k as keyof Capacity] = v
+      if (c.egress !== undefined) bandwidth.egress.setCapacity(c.egress)
+      if (c.ingress !== undefined) bandwidth.ingress.setCapacity(c.ingress)
+    },
     async start () {
       address = await listen(app, address)
       sweeper = setInterval(() => { sweep().catch(() => {}) }, options.sweepMs ?? 5000)
@@ -701,6 +837,8 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     },
     async stop () {
       closing.abort()
+      bandwidth.egress.close()
+      bandwidth.ingress.close()
       if (sweeper !== undefined) clearInterval(sweeper)
       await app.close()
       await peer.close()

@@ -24,14 +24,23 @@ export interface LockerAuth {
   signal?: AbortSignal
 }
 
+export interface BandwidthShare { user: string, weight: number, floor: number, rate: number, flows: number, apps: Array<{ app: string, weight: number, rate: number, flows: number }> }
+
 export interface LockerStatus {
   locker: string
   weight: number
+  floor: number
   quota: number
   used: number
   reserved: number
   objects: number
+  apps: Array<{ app: string, weight: number }>
+  /** current bandwidth shares (bytes/s over about the last second); null: nothing moving */
+  bandwidth: { egress: BandwidthShare | null, ingress: BandwidthShare | null }
+  /** connection slots in use */
+  slots: number
   transfers: Array<{ id: string, op: 'put' | 'get', oid: string, app: string, bytes: number, startedAt: number }>
+  distributes: TransferStatus[]
   list: Array<{ oid: string, size: number, seq: number | null, expiresAt: number | null, createdAt: number }>
 }
 
@@ -103,8 +112,8 @@ export class LockerClient {
   }
 
   /** Creates a locker (needs a token signed with the provider's admin key). */
-  async createLocker (adminToken: string, l: { name: string, key: JWK, weight?: number, quota?: number }, signal?: AbortSignal): Promise<{ name: string, weight: number, quota: number, kid: string }> {
-    const r = await this.json<{ locker: { name: string, weight: number, quota: number, kid: string } }>('POST', `${this.url}/v1/lockers`, { authorization: `Bearer ${adminToken}` }, l, signal)
+  async createLocker (adminToken: string, l: { name: string, key: JWK, weight?: number, quota?: number, floor?: number }, signal?: AbortSignal): Promise<{ name: string, weight: number, quota: number, floor: number, kid: string }> {
+    const r = await this.json<{ locker: { name: string, weight: number, quota: number, floor: number, kid: string } }>('POST', `${this.url}/v1/lockers`, { authorization: `Bearer ${adminToken}` }, l, signal)
     return r.locker
   }
 
@@ -166,8 +175,9 @@ export class LockerClient {
       o.onProgress?.(t)
       if (t.state !== 'running') return t
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(resolve, o.intervalMs ?? 200)
-        o.signal?.addEventListener('abort', () => { clearTimeout(timer); reject(o.signal!.reason) }, { once: true })
+        const onAbort = (): void => { clearTimeout(timer); reject(o.signal!.reason) }
+        const timer = setTimeout(() => { o.signal?.removeEventListener('abort', onAbort); resolve() }, o.intervalMs ?? 200)
+        o.signal?.addEventListener('abort', onAbort, { once: true })
       })
     }
   }
@@ -201,6 +211,11 @@ export class LockerClient {
   /** DECADE's Status_Query. */
   async status (locker: string, o: LockerAuth): Promise<LockerStatus> {
     return await this.json<LockerStatus>('GET', `${this.url}/v1/lockers/${encodeURIComponent(locker)}/status`, headers(o), undefined, o.signal)
+  }
+
+  /** Sets an application's weight in the locker (SAILOR's per-application shares; needs `manage`). */
+  async setAppWeight (locker: string, app: string, weight: number, o: LockerAuth): Promise<void> {
+    await this.json<unknown>('PUT', `${this.url}/v1/lockers/${encodeURIComponent(locker)}/apps/${encodeURIComponent(app)}`, headers(o), { weight }, o.signal)
   }
 
   /** Revokes a token by its id (needs a token with the `manage` operation). */

@@ -70,7 +70,8 @@ export interface DiskStoreOptions {
 
 /**
  * Bytes read, hashed and yielded as one unit when chunks lie next to each other: with the
- * alignment around it, a read fills one of the process's 4 MiB blocks (core/blocks.ts).
+ * alignment around it, a full read fills one of the process's 4 MiB blocks (core/blocks.ts);
+ * shorter ones take smaller pooled buffers (direct-io.ts).
  */
 const READ_BATCH_BYTES = 4 * 1024 * 1024 - 2 * ALIGN
 /** Chunks of written runs indexed with one transaction at most, and how long a run may wait for its batch. */
@@ -82,7 +83,7 @@ const FLUSH_BEHIND_BYTES = 64 * 1024 * 1024
 const READ_AHEAD = 3
 /** A pack with less live data than this share of its size is copied into the current pack. */
 const COMPACT_BELOW_LIVE_RATIO = 0.5
-/** Pooled I/O buffers hold a read batch plus the alignment around it. */
+/** The largest pooled read buffer holds a read batch plus the alignment around it. */
 const IO_BLOCK = READ_BATCH_BYTES + 2 * ALIGN
 /** Runs lie up to this far apart (tail padding, then a lead): reads span such gaps. */
 const MAX_GAP = 2 * ALIGN

@@ -1,4 +1,4 @@
-/** Chunk and object stores: the contract, its implementations, and one way to open any of them. */
+/** Chunk and object stores: the contract, its implementations, one way to open any of them, and a read cache for any of them. */
 import { InvalidConfigError } from '../core/errors.ts'
 import type { HashPool } from '../core/hash-pool.ts'
 import { openDiskStore } from './disk.ts'
@@ -8,6 +8,7 @@ import type { ChunkStore } from './types.ts'
 export type * from './types.ts'
 export { MemoryStore, createMemoryStore } from './memory.ts'
 export { DiskStore, openDiskStore, DEFAULT_PACK_SIZE, type DiskStoreOptions } from './disk.ts'
+export { CachedStore, cachedStore, DEFAULT_CACHE_BYTES, type CacheOptions, type CacheStats } from './cache.ts'
 
 export interface StoreOptions {
   kind: 'memory' | 'disk'

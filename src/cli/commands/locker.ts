@@ -11,8 +11,8 @@ import { parseDuration, parseSize } from '../../core/units.ts'
 import { type Part, stopOnSignal, startParts } from '../daemon.ts'
 import { action, printJson, printLines, type JsonOption, UsageError } from '../output.ts'
 
-interface ServeOptions extends JsonOption { listen: string, store?: string, adminKey?: string }
-interface CreateOptions extends JsonOption { server: string, adminKey: string, ownerKey: string, weight?: string, quota?: string }
+interface ServeOptions extends JsonOption { listen: string, store?: string, adminKey?: string, egress?: string, ingress?: string, connections?: string, storage?: string }
+interface CreateOptions extends JsonOption { server: string, adminKey: string, ownerKey: string, weight?: string, quota?: string, floor?: string }
 interface IssueOptions extends JsonOption {
   server?: string
   locker: string
@@ -46,6 +46,10 @@ export function registerLocker (program: Command): void {
     .option('--listen <addr>', 'HTTP API address, HOST:PORT (port 0: any free port)', '127.0.0.1:4660')
     .option('--store <dir>', 'keep lockers and objects in DIR (default: in memory)')
     .option('--admin-key <file>', 'the provider admin key (private JWK; default DIR/admin.jwk, or ./admin.jwk)')
+    .option('--egress <bytes/s>', 'outgoing bandwidth the lockers share, e.g. 100m (default: unlimited)')
+    .option('--ingress <bytes/s>', 'incoming bandwidth the lockers share (default: unlimited)')
+    .option('--connections <n>', 'transfers at once (default 4096)')
+    .option('--storage <bytes>', 'storage the lockers\' quotas may add up to, e.g. 2t (default: unlimited)')
     .option('--json', 'print {url, store, adminKey} as one JSON line once listening')
     .action(action(async (options: ServeOptions) => {
       const { loadSigningKey } = await import('../../core/tokens.ts')
@@ -55,7 +59,13 @@ export function registerLocker (program: Command): void {
       const admin = await loadSigningKey(keyPath, { create: true })
       const signals = stopOnSignal(options.json === true)
       const { createLockerServer } = await import('../../locker/server.ts')
-      const server = await createLockerServer({ listen: options.listen, dir: options.store !== undefined ? resolve(options.store) : undefined, adminKey: admin.publicJwk })
+      const capacity = {
+        egress: options.egress !== undefined ? parseSize(options.egress) : undefined,
+        ingress: options.ingress !== undefined ? parseSize(options.ingress) : undefined,
+        connections: positive('--connections', options.connections),
+        storage: options.storage !== undefined ? parseSize(options.storage) : undefined
+      }
+      const server = await createLockerServer({ listen: options.listen, dir: options.store !== undefined ? resolve(options.store) : undefined, adminKey: admin.publicJwk, capacity })
       const parts: Part[] = [{ name: 'locker server', start: async () => await server.start(), stop: async () => await server.stop() }]
       await startParts(parts)
       const store = options.store !== undefined ? resolve(options.store) : 'memory'
@@ -80,6 +90,7 @@ export function registerLocker (program: Command): void {
     .requiredOption('--owner-key <file>', "the locker owner's key (private JWK; made if missing)")
     .option('--weight <w>', 'subscription weight (default 1)')
     .option('--quota <bytes>', 'storage quota, e.g. 10g (default: the server\'s)')
+    .option('--floor <bytes/s>', 'bandwidth guaranteed to the locker while it transfers, e.g. 5m (default: none)')
     .option('--json', 'print the created locker as JSON')
     .action(action(async (name: string, options: CreateOptions) => {
       const { loadSigningKey, issueAdminToken } = await import('../../core/tokens.ts')
@@ -87,7 +98,7 @@ export function registerLocker (program: Command): void {
       const owner = await loadSigningKey(options.ownerKey, { create: true })
       const { LockerClient } = await import('../../sdk/locker-client.ts')
       const created = await new LockerClient(options.server).createLocker(await issueAdminToken(admin), {
-        name, key: owner.publicJwk, weight: positive('--weight', options.weight), quota: options.quota !== undefined ? parseSize(options.quota) : undefined
+        name, key: owner.publicJwk, weight: positive('--weight', options.weight), quota: options.quota !== undefined ? parseSize(options.quota) : undefined, floor: options.floor !== undefined ? parseSize(options.floor) : undefined
       })
       if (options.json === true) printJson({ ...created, ownerKey: resolve(options.ownerKey) })
       else printLines(`locker ${created.name} created on ${options.server} (quota ${created.quota} bytes, weight ${created.weight})`, `  owner key ${resolve(options.ownerKey)}${owner.created ? ' (made now)' : ''}`)
