@@ -5,6 +5,8 @@
  *     store each time, vs `curl | openssl dgst -sha256` from nginx, scp and rsync over ssh;
  *  2. `berth put FILE --chunker fixed|cdc` in MB/s, vs `openssl dgst -sha256 FILE`;
  *  3. peak RSS of both agents while a 4 GiB object moves (BERTH_BENCH_BIG=0 skips it);
+ *  5. the locker's resource model (bench/resources.ts): shares at a capped server (weights 1:2:3,
+ *     alone, a floor, bwMax) and pipelining (GET during a PUT, first byte through 3 lockers);
  *  4. the locker server (bench/locker.ts): 2,000 concurrent GETs of a 1 MiB object, and large
  *     GETs by 4 clients at once vs nginx serving the same file (BERTH_BENCH_LOCKER=0 skips it).
  *
@@ -25,6 +27,7 @@ import { freePort, installCleanup, killAll, median, run, runPipe, start, stop, w
 import { fmtMB, fmtRate, fmtRatio, fmtSeconds, machine, machineLine, markdownTable, notes, type Row } from './lib/report.ts'
 import { cpuSeconds, RssSampler, vmHWM } from './lib/rss.ts'
 import { LOCKER_ENABLED, lockerConfig, lockerRows, lockerSection } from './locker.ts'
+import { RESOURCES_ENABLED, resourcesSection } from './resources.ts'
 
 const SIZE = parseSize(process.env.BERTH_BENCH_SIZE ?? '1GiB')
 const REPEAT = Math.max(1, Number.parseInt(process.env.BERTH_BENCH_REPEAT ?? '3', 10) || 3)
@@ -302,6 +305,20 @@ async function main (): Promise<void> {
     } catch (err) {
       log(`locker section failed: ${(err as Error).message}`)
       rows.push(...lockerRows('error', (err as Error).message, undefined, SIZE))
+    }
+  }
+
+  // ── 5. the locker's resource model and pipelining (bench/resources.ts) ─────────────────
+  if (!RESOURCES_ENABLED) {
+    rows.push({ id: 'fair', measure: 'locker fairness and pipelining', berth: 'skipped', anchor: '', ratio: '', target: '', verdict: 'skipped', note: 'BERTH_BENCH_RESOURCES=0' })
+  } else {
+    try {
+      const r = await resourcesSection(log, TMP)
+      rows.push(...r.rows)
+      json.resources = r.json
+    } catch (err) {
+      log(`resources section failed: ${(err as Error).message}`)
+      rows.push({ id: 'fair', measure: 'locker fairness and pipelining', berth: 'failed', anchor: '', ratio: '', target: '', verdict: 'error', note: (err as Error).message })
     }
   }
 

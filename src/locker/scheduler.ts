@@ -586,3 +586,59 @@ export class Scheduler {
     this.#engine.stop()
   }
 }
+
+/**
+ * A transfer's side of a flow: grants are asked for ahead of the bytes that use them, several at
+ * once, so the flow stays backlogged while the transfer reads its next piece and while the
+ * scheduler hands out a burst (timers fire late on a busy server, and the grants that piled up
+ * go out in one dispatch). A flow with a single request queued leaves the scheduler each time it
+ * is served and rejoins at its parent's current virtual time, losing its place: measured over
+ * real sockets, the heaviest of three users weighted 1:2:3 then got 48% instead of 50%.
+ */
+export class Pacer {
+  private credit = 0
+  private outstanding = 0
+  private need = 0
+  private failure: unknown
+  private waiter: (() => void) | undefined
+
+  constructor (private readonly flow: Flow, private readonly signal?: AbortSignal, private readonly quantum = DEFAULT_QUANTUM, private readonly ahead = 8 * DEFAULT_QUANTUM) {
+    this.ask()
+  }
+
+  private ask (): void {
+    while (this.failure === undefined && this.credit + this.outstanding * this.quantum < Math.max(this.ahead, this.need)) {
+      this.outstanding++
+      this.flow.acquire(this.quantum, this.signal).then(() => {
+        this.outstanding--
+        this.credit += this.quantum
+        this.ask()
+        this.wake()
+      }, (err: unknown) => {
+        // Closing the flow at the end of a transfer rejects the grants asked ahead: kept, not thrown.
+        this.outstanding--
+        this.failure ??= err
+        this.wake()
+      })
+    }
+  }
+
+  private wake (): void {
+    const w = this.waiter
+    this.waiter = undefined
+    w?.()
+  }
+
+  /** Resolves once `bytes` may be sent. */
+  async take (bytes: number): Promise<void> {
+    while (this.credit < bytes) {
+      if (this.failure !== undefined) throw this.failure
+      this.need = bytes
+      this.ask()
+      await new Promise<void>(resolve => { this.waiter = resolve })
+    }
+    this.need = 0
+    this.credit -= bytes
+    this.ask()
+  }
+}

@@ -11,10 +11,12 @@
  * arrives), so concurrent uploads cannot overrun it together.
  */
 import { randomUUID } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { JWK } from 'jose'
+import type { Logger } from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
 import { z } from 'zod'
 import { BadRequestError, InvalidConfigError, NotFoundError, OverloadedError, ProofError, QuotaExceededError, SlotsExhaustedError, toBerthError, TooLargeError } from '../core/errors.ts'
@@ -34,7 +36,7 @@ import { cachedStore, openStore } from '../store/index.ts'
 import type { ChunkStore, ObjectInfo } from '../store/types.ts'
 import { LockerDb } from './db.ts'
 import { LiveObject } from './live.ts'
-import { type Flow, Scheduler } from './scheduler.ts'
+import { type Flow, Pacer, Scheduler } from './scheduler.ts'
 import { deliver, openSource, type Place, parsePlace, provePlace, samePlace } from './sources.ts'
 
 export interface LockerServerOptions {
@@ -49,6 +51,8 @@ export interface LockerServerOptions {
   /** how often expired objects are swept, ms; default 5000 */
   sweepMs?: number
   pool?: HashPool
+  /** structured logs (pino): a line per request, per distribute, per sweep; none when absent */
+  logger?: Logger
   /** bytes of verified chunks kept in memory for readers (disk stores); default 256 MiB */
   cacheBytes?: number
   /** what the server has to share (SAILOR's resources); each shared by weight with floors */
@@ -232,13 +236,41 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     const orphans: string[] = []
     for await (const o of store.objects()) if (!held.has(o.oid)) orphans.push(o.oid)
     for (const oid of orphans) await store.release(oid)
-    if (orphans.length > 0) await store.gc()
+    if (orphans.length > 0) {
+      await store.gc()
+      options.logger?.warn({ orphans: orphans.length }, 'released objects no locker held (an upload cut off by a crash)')
+    }
   }
 
   const app = createHttpServer()
   let address: ListenAddress = parseListen(options.listen ?? DEFAULT_LISTEN)
 
-  app.addHook('onError', async (_request, _reply, error) => { m.denied.inc({ code: toBerthError(error).code }) })
+  const log = options.logger
+  /** the error code a request failed with, for its log line */
+  const failedWith = new WeakMap<object, string>()
+  app.addHook('onError', async (request, _reply, error) => {
+    const code = toBerthError(error).code
+    m.denied.inc({ code })
+    failedWith.set(request, code)
+  })
+  if (log !== undefined) {
+    // One line per request when its response is over (also for streamed, hijacked answers).
+    app.addHook('onRequest', async (request, reply) => {
+      const t0 = performance.now()
+      reply.raw.once('close', () => {
+        const params = request.params as { locker?: string } | undefined
+        log.info({
+          method: request.method,
+          route: request.routeOptions.url ?? request.url.slice(0, 200),
+          locker: params?.locker,
+          status: reply.raw.statusCode,
+          code: failedWith.get(request),
+          complete: reply.raw.writableFinished,
+          ms: Math.round(performance.now() - t0)
+        }, 'request')
+      })
+    })
+  }
 
   /** The request's tokens, checked for `op` on `oid` of `locker`. */
   async function authorize (request: FastifyRequest, locker: string, op: TokenOp, oid?: string, seq?: number): Promise<{ access: AccessClaims, resource: ResourceClaims | undefined }> {
@@ -311,8 +343,9 @@ export async function createLockerServer (options: LockerServerOptions): Promise
 
   /** Pieces let through at the flow's pace (each waits for its bytes' grant). */
   async function * paced (pieces: AsyncIterable<OutputPiece>, flow: Flow, signal: AbortSignal): AsyncGenerator<OutputPiece> {
+    const pacer = new Pacer(flow, signal)
     for await (const p of pieces) {
-      try { await flow.acquire(p.bytes.byteLength, signal) } catch (err) { p.release?.(); throw err }
+      try { await pacer.take(p.bytes.byteLength) } catch (err) { p.release?.(); throw err }
       yield p
     }
   }
@@ -375,13 +408,14 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     }
     // Counts every byte; an upload longer than announced, or past sizeMax or the quota, stops here.
     async function * metered (source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+      const pacer = new Pacer(o.flow, o.signal)
       for await (const chunk of source) {
         a.obj.received += chunk.byteLength
         if (o.sizeMax !== undefined && a.obj.received > o.sizeMax) throw new TooLargeError(`the object exceeds the resource token's sizeMax of ${o.sizeMax} bytes`)
         if (o.declared !== undefined && a.obj.received > o.declared) throw new TooLargeError(`more bytes came than the ${o.declared} announced`)
         if (a.obj.received > taken) take(a.obj.received - taken)
         // Reading no further until the bytes are granted is what paces the sender (TCP backpressure).
-        await o.flow.acquire(chunk.byteLength, o.signal)
+        await pacer.take(chunk.byteLength)
         o.count(chunk.byteLength)
         m.bytesIn.inc(chunk.byteLength)
         yield chunk
@@ -594,13 +628,19 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     let arrival: Arrival | undefined
     if (here === undefined && arrivals.get(oid) === undefined && db.holders(oid) === 0) arrival = beginArrival(oid, target, undefined, src)
     m.distributes.inc()
+    log?.info({ transfer: t.id, locker, oid, src: src?.uri, dst: dst?.uri }, 'distribute started')
     runDistribute(t, { target, here, arrival, src, dst, grant, ttl: parsed.data.ttl })
       .then(() => { t.state = 'done' }, (err: unknown) => {
         const e = toBerthError(err)
         t.state = 'failed'
         t.error = { code: e.code, message: e.message }
       })
-      .finally(() => { t.endedAt = Date.now(); m.distributes.dec() })
+      .finally(() => {
+        t.endedAt = Date.now()
+        m.distributes.dec()
+        const fields = { transfer: t.id, locker, oid, state: t.state, how: t.how, delivered: t.delivered, bytesIn: t.bytesIn, bytesOut: t.bytesOut, ms: t.endedAt - t.startedAt, error: t.error }
+        if (t.state === 'failed') log?.warn(fields, 'distribute failed'); else log?.info(fields, 'distribute done')
+      })
     return await reply.code(202).send({ transfer: t })
   })
 
@@ -815,6 +855,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     for (const { locker, oid } of db.expired(Date.now())) {
       if (await dropReference(locker, oid)) n++
     }
+    if (n > 0) log?.info({ expired: n }, 'sweep')
     return n
   }
   let sweeper: NodeJS.Timeout | undefined
@@ -832,7 +873,8 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     },
     async start () {
       address = await listen(app, address)
-      sweeper = setInterval(() => { sweep().catch(() => {}) }, options.sweepMs ?? 5000)
+      log?.info({ url: urlOf(address), capacity }, 'locker server listening')
+      sweeper = setInterval(() => { sweep().catch((err: unknown) => { log?.error({ err: toBerthError(err).message }, 'sweep failed') }) }, options.sweepMs ?? 5000)
       sweeper.unref()
     },
     async stop () {

@@ -64,6 +64,11 @@ describe('berth locker and berth token', async () => {
     await assert.rejects(lockers.put('alice', oidOf(big), big, { token: access, resource }), (e: unknown) => e instanceof BerthError && e.code === 'ERR_TOO_LARGE')
     await lockers.delete('alice', oid, { token: access })
     assert.equal(await lockers.head('alice', oid, { token: access }), undefined)
+    // Structured logs on stderr: a JSON line per request, with its route, locker, status and error code.
+    const lines = err.split('\n').filter(l => l.startsWith('{')).map(l => JSON.parse(l) as { msg: string, route?: string, locker?: string, status?: number, code?: string })
+    assert.ok(lines.some(l => l.msg === 'locker server listening'))
+    assert.ok(lines.some(l => l.msg === 'request' && l.route === '/v1/lockers/:locker/objects/:oid' && l.locker === 'alice' && l.status === 206))
+    assert.ok(lines.some(l => l.msg === 'request' && l.status === 413 && l.code === 'ERR_TOO_LARGE'))
   })
 
   it('bad input is refused with a usage error and no token', async () => {

@@ -11,7 +11,7 @@ import { parseDuration, parseSize } from '../../core/units.ts'
 import { type Part, stopOnSignal, startParts } from '../daemon.ts'
 import { action, printJson, printLines, type JsonOption, UsageError } from '../output.ts'
 
-interface ServeOptions extends JsonOption { listen: string, store?: string, adminKey?: string, egress?: string, ingress?: string, connections?: string, storage?: string }
+interface ServeOptions extends JsonOption { listen: string, store?: string, adminKey?: string, logLevel: string, egress?: string, ingress?: string, connections?: string, storage?: string }
 interface CreateOptions extends JsonOption { server: string, adminKey: string, ownerKey: string, weight?: string, quota?: string, floor?: string }
 interface IssueOptions extends JsonOption {
   server?: string
@@ -38,6 +38,15 @@ function positive (name: string, value: string | undefined): number | undefined 
   return n
 }
 
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent']
+
+/** The locker server's structured log: JSON lines on stderr (stdout carries the command's own output). */
+export async function lockerLogger (level: string): Promise<import('pino').Logger> {
+  if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`)
+  const { pino } = await import('pino')
+  return pino({ level, base: { service: 'berth-locker' } }, pino.destination(2))
+}
+
 export function registerLocker (program: Command): void {
   const locker = program.command('locker').description('locker servers: storage inside the network, one locker per user or publisher')
 
@@ -50,6 +59,7 @@ export function registerLocker (program: Command): void {
     .option('--ingress <bytes/s>', 'incoming bandwidth the lockers share (default: unlimited)')
     .option('--connections <n>', 'transfers at once (default 4096)')
     .option('--storage <bytes>', 'storage the lockers\' quotas may add up to, e.g. 2t (default: unlimited)')
+    .option('--log-level <level>', 'structured logs (JSON lines, pino) on stderr: debug, info, warn, error or silent', 'info')
     .option('--json', 'print {url, store, adminKey} as one JSON line once listening')
     .action(action(async (options: ServeOptions) => {
       const { loadSigningKey } = await import('../../core/tokens.ts')
@@ -65,7 +75,8 @@ export function registerLocker (program: Command): void {
         connections: positive('--connections', options.connections),
         storage: options.storage !== undefined ? parseSize(options.storage) : undefined
       }
-      const server = await createLockerServer({ listen: options.listen, dir: options.store !== undefined ? resolve(options.store) : undefined, adminKey: admin.publicJwk, capacity })
+      const logger = await lockerLogger(options.logLevel)
+      const server = await createLockerServer({ listen: options.listen, dir: options.store !== undefined ? resolve(options.store) : undefined, adminKey: admin.publicJwk, capacity, logger })
       const parts: Part[] = [{ name: 'locker server', start: async () => await server.start(), stop: async () => await server.stop() }]
       await startParts(parts)
       const store = options.store !== undefined ? resolve(options.store) : 'memory'

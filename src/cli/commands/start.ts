@@ -33,7 +33,9 @@ export function registerStart (program: Command): void {
       const adminKey = join(dir, 'locker', 'admin.jwk')
       const admin = await loadSigningKey(adminKey, { create: true })
       const { createLockerServer } = await import('../../locker/server.ts')
-      const lockers = await createLockerServer({ listen: options.lockerListen, dir: join(dir, 'locker'), adminKey: admin.publicJwk })
+      // Only warnings and errors on the terminal the node was started from; `berth locker serve` logs every request.
+      const { lockerLogger } = await import('./locker.ts')
+      const lockers = await createLockerServer({ listen: options.lockerListen, dir: join(dir, 'locker'), adminKey: admin.publicJwk, logger: await lockerLogger('warn') })
       const name = defaultLockerName()
       const ownerKey = join(dir, 'locker', `${name}.jwk`)
       const owner = await loadSigningKey(ownerKey, { create: true })
