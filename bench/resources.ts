@@ -103,7 +103,7 @@ export async function resourcesSection (log: (s: string) => void, tmp: string): 
 
   // ── (d) pipelining, on in-process servers ──
   const admin = await generateSigningKey()
-  const servers = await Promise.all([0, 1, 2].map(async i => await createLockerServer({ listen: '127.0.0.1:0', dir: join(tmp, `pipe${i}`), adminKey: admin.publicJwk })))
+  const servers = await Promise.all([0, 1, 2].map(async i => await createLockerServer({ listen: '127.0.0.1:0', dir: join(tmp, `pipe${i}`), adminKey: admin.publicJwk, allowPrivatePlaces: true })))
   for (const s of servers) await s.start()
   try {
     const owner = await generateSigningKey()

@@ -63,6 +63,8 @@ export class TokenScopeError extends define('ERR_TOKEN_SCOPE', 403) {}
 export class TokenUnlinkedError extends define('ERR_TOKEN_UNLINKED', 403) {}
 export class QuotaExceededError extends define('ERR_QUOTA', 413) {}
 export class ConflictError extends define('ERR_CONFLICT', 409) {}
+/** A distribute source or destination this server will not contact (loopback, private, link-local) (403). */
+export class PlaceNotAllowedError extends define('ERR_PLACE_NOT_ALLOWED', 403) {}
 /** A wrong, stale or reused answer to a proof-of-possession challenge (403). */
 export class ProofError extends define('ERR_PROOF', 403) {}
 /** A resource token's connection slots are all in use (429, with Retry-After). */

@@ -56,9 +56,26 @@ export class LiveObject {
     if (this.state === 'failed') throw this.error!
   }
 
-  /** The object's bytes as they are stored, clipped to `range`. */
-  read (store: ChunkStore, o: { range?: ByteRange, signal?: AbortSignal } = {}): AsyncGenerator<OutputPiece> {
-    return readRuns(store, this.runsFrom(o.signal), o)
+  /**
+   * The object's bytes as they are stored, clipped to `range`. The last piece is held back until
+   * the object has proven itself against its OID: a client that counts Content-Length bytes
+   * must not get them all from an object that then turns out wrong.
+   */
+  async * read (store: ChunkStore, o: { range?: ByteRange, signal?: AbortSignal } = {}): AsyncGenerator<OutputPiece> {
+    let held: OutputPiece | undefined
+    try {
+      for await (const p of readRuns(store, this.runsFrom(o.signal), o)) {
+        const out = held
+        held = p
+        if (out !== undefined) yield out
+      }
+      await this.done(o.signal)
+      const out = held
+      held = undefined
+      if (out !== undefined) yield out
+    } finally {
+      held?.release?.()
+    }
   }
 
   private async * runsFrom (signal?: AbortSignal): AsyncGenerator<readonly Descriptor[]> {

@@ -602,12 +602,22 @@ export class Pacer {
   private failure: unknown
   private waiter: (() => void) | undefined
 
-  constructor (private readonly flow: Flow, private readonly signal?: AbortSignal, private readonly quantum = DEFAULT_QUANTUM, private readonly ahead = 8 * DEFAULT_QUANTUM) {
+  private readonly quantum: number
+  private readonly ahead: number
+
+  /** `total`: the bytes the transfer will take, when known — no more than that is asked for ahead. */
+  constructor (private readonly flow: Flow, private readonly signal?: AbortSignal, total?: number) {
+    this.quantum = Math.max(1, Math.min(DEFAULT_QUANTUM, total ?? DEFAULT_QUANTUM))
+    this.ahead = Math.max(1, Math.min(8 * DEFAULT_QUANTUM, total ?? 8 * DEFAULT_QUANTUM))
+    this.left = total ?? Infinity
     this.ask()
   }
 
+  /** bytes the transfer has still to take (Infinity: unknown) */
+  private left: number
+
   private ask (): void {
-    while (this.failure === undefined && this.credit + this.outstanding * this.quantum < Math.max(this.ahead, this.need)) {
+    while (this.failure === undefined && this.credit + this.outstanding * this.quantum < Math.min(Math.max(this.ahead, this.need), Math.max(this.left, this.need))) {
       this.outstanding++
       this.flow.acquire(this.quantum, this.signal).then(() => {
         this.outstanding--
@@ -639,6 +649,7 @@ export class Pacer {
     }
     this.need = 0
     this.credit -= bytes
+    this.left -= bytes
     this.ask()
   }
 }

@@ -37,7 +37,7 @@ import type { ChunkStore, ObjectInfo } from '../store/types.ts'
 import { LockerDb } from './db.ts'
 import { LiveObject } from './live.ts'
 import { type Flow, Pacer, Scheduler } from './scheduler.ts'
-import { deliver, openSource, type Place, parsePlace, provePlace, samePlace } from './sources.ts'
+import { checkPlace, deliver, openSource, type Place, parsePlace, provePlace, samePlace } from './sources.ts'
 
 export interface LockerServerOptions {
   /** address of the HTTP API; default 127.0.0.1:4660 (port 0 picks a free one) */
@@ -51,6 +51,12 @@ export interface LockerServerOptions {
   /** how often expired objects are swept, ms; default 5000 */
   sweepMs?: number
   pool?: HashPool
+  /**
+   * Let distributes fetch from or deliver to loopback, private and link-local addresses; default
+   * false: a tenant must not make the server reach what sits behind it (an agent's local API,
+   * internal services). For single-host setups and tests.
+   */
+  allowPrivatePlaces?: boolean
   /** structured logs (pino): a line per request, per distribute, per sweep; none when absent */
   logger?: Logger
   /** bytes of verified chunks kept in memory for readers (disk stores); default 256 MiB */
@@ -96,7 +102,7 @@ interface Arrival {
   /** where the bytes come from (a distribute's src; undefined for an upload) */
   src: Place | undefined
   seq: number | null
-  /** other lockers to hold the object once it is complete; each told how that went */
+  /** distributes (by transfer id) whose lockers hold the object once it is complete; each told how that went */
   joiners: Map<string, { target: Target, settle: (err?: unknown) => void }>
 }
 
@@ -342,8 +348,9 @@ export async function createLockerServer (options: LockerServerOptions): Promise
   }
 
   /** Pieces let through at the flow's pace (each waits for its bytes' grant). */
-  async function * paced (pieces: AsyncIterable<OutputPiece>, flow: Flow, signal: AbortSignal): AsyncGenerator<OutputPiece> {
-    const pacer = new Pacer(flow, signal)
+  async function * paced (pieces: AsyncIterable<OutputPiece>, flow: Flow, signal: AbortSignal, total: number | undefined): AsyncGenerator<OutputPiece> {
+    // Grants asked ahead are at most what the answer will carry: a 4 KiB GET is charged 4 KiB.
+    const pacer = new Pacer(flow, signal, total)
     for await (const p of pieces) {
       try { await pacer.take(p.bytes.byteLength) } catch (err) { p.release?.(); throw err }
       yield p
@@ -372,6 +379,9 @@ export async function createLockerServer (options: LockerServerOptions): Promise
 
   /** Makes `target` hold an object whose bytes are in the store, within its quota. */
   function holdWithin (target: Target, oid: string, size: number): void {
+    // A link made while the last holder was deleting (a proof takes round trips) would reference
+    // collected bytes: checked here, synchronously, where nothing can come in between.
+    if (db.holders(oid) === 0) throw new NotFoundError(`the object ${oid} is no longer on this server`)
     const current = liveRef(target.locker, oid)
     if (current === undefined) {
       const row = db.mustLocker(target.locker)
@@ -408,7 +418,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     }
     // Counts every byte; an upload longer than announced, or past sizeMax or the quota, stops here.
     async function * metered (source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-      const pacer = new Pacer(o.flow, o.signal)
+      const pacer = new Pacer(o.flow, o.signal, o.declared)
       for await (const chunk of source) {
         a.obj.received += chunk.byteLength
         if (o.sizeMax !== undefined && a.obj.received > o.sizeMax) throw new TooLargeError(`the object exceeds the resource token's sizeMax of ${o.sizeMax} bytes`)
@@ -493,7 +503,10 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       if (declared !== undefined && sizeMax !== undefined && declared > sizeMax) throw new TooLargeError(`the upload is ${declared} bytes; the resource token allows ${sizeMax}`)
       const current = liveRef(locker, oid)
       if (current !== undefined) {
-        // Held already: the bytes are not needed. Renew the TTL and sequence number.
+        // Held already: the bytes are not needed. Renew the TTL and sequence number — with a
+        // token that covers the object as it is held too (a range token must not move an
+        // object into its range by renumbering it).
+        if (current.seq !== null && seq !== undefined && seq !== current.seq) await authorize(request, locker, 'write', oid, current.seq)
         request.raw.resume()
         db.hold(locker, { oid, size: current.size, seq: seq ?? current.seq, expiresAt: target.expiresAt })
         return await reply.code(200).send({ oid, size: current.size, locker, expiresAt: target.expiresAt })
@@ -557,7 +570,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     const t = track({ locker, op: 'get', oid, app: resource?.app ?? 'default' })
     try {
       const signal = AbortSignal.any([closing.signal, abortOnClose(reply)])
-      await sendPieces(reply, range !== undefined ? 206 : 200, headers, paced(readPieces(oid, known, { range, signal }), share.flow, signal), {
+      await sendPieces(reply, range !== undefined ? 206 : 200, headers, paced(readPieces(oid, known, { range, signal }), share.flow, signal, range !== undefined ? range.end - range.start + 1 : size), {
         count: n => { t.bytes += n; m.bytesOut.inc(n) }
       })
     } finally {
@@ -619,17 +632,28 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     if (dst !== undefined && dst.kind !== 'locker') throw new BadRequestError('dst must be a locker:// URI (with its token)')
     if (src === undefined && dst === undefined) throw new BadRequestError('a distribute needs src, dst or both')
     if (src === undefined && here === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}, and no src was given`)
+    // Places this server would contact (not its own lockers) must not be internal ones.
+    for (const p of [src, dst]) if (p !== undefined && !localLocker(p)) await checkPlace(p, options.allowPrivatePlaces === true)
     const target: Target = { locker, expiresAt: parsed.data.ttl !== undefined ? Date.now() + parsed.data.ttl * 1000 : null, seq: here?.seq ?? null }
     const t: TransferStatus = { id: randomUUID(), locker, oid, src: src?.uri, dst: dst?.uri, state: 'running', how: 'none', delivered: 'none', size: here?.size ?? null, bytesIn: 0, bytesOut: 0, startedAt: Date.now(), endedAt: null }
-    for (const [id, old] of transfers) { if (transfers.size < KEEP_TRANSFERS || old.state === 'running') break; transfers.delete(id) }
+    for (const [id, old] of transfers) {
+      if (transfers.size < KEEP_TRANSFERS) break
+      if (old.state !== 'running') transfers.delete(id)
+    }
     transfers.set(t.id, t)
     // An arrival starts before the answer, so a distribute posted after this one (the next
     // locker of a cascade, another destination) finds the object arriving and joins it.
     let arrival: Arrival | undefined
-    if (here === undefined && arrivals.get(oid) === undefined && db.holders(oid) === 0) arrival = beginArrival(oid, target, undefined, src)
+    // Admission before the answer: a distribute the server cannot take gets its 503 now.
+    const fetchShare = here === undefined && arrivals.get(oid) === undefined && db.holders(oid) === 0 ? admit('ingress', locker, grant) : undefined
+    let deliverShare: ReturnType<typeof admit> | undefined
+    try {
+      if (dst !== undefined && !localLocker(dst)) deliverShare = admit('egress', locker, grant)
+    } catch (err) { fetchShare?.close(); throw err }
+    if (fetchShare !== undefined) arrival = beginArrival(oid, target, undefined, src)
     m.distributes.inc()
     log?.info({ transfer: t.id, locker, oid, src: src?.uri, dst: dst?.uri }, 'distribute started')
-    runDistribute(t, { target, here, arrival, src, dst, grant, ttl: parsed.data.ttl })
+    runDistribute(t, { target, here, arrival, src, dst, grant, ttl: parsed.data.ttl, fetchShare, deliverShare })
       .then(() => { t.state = 'done' }, (err: unknown) => {
         const e = toBerthError(err)
         t.state = 'failed'
@@ -638,6 +662,8 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       .finally(() => {
         t.endedAt = Date.now()
         m.distributes.dec()
+        fetchShare?.close()
+        deliverShare?.close()
         const fields = { transfer: t.id, locker, oid, state: t.state, how: t.how, delivered: t.delivered, bytesIn: t.bytesIn, bytesOut: t.bytesOut, ms: t.endedAt - t.startedAt, error: t.error }
         if (t.state === 'failed') log?.warn(fields, 'distribute failed'); else log?.info(fields, 'distribute done')
       })
@@ -654,6 +680,9 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     /** the requester's tokens: its resource token's limits apply to what the distribute moves */
     grant: { access: AccessClaims, resource: ResourceClaims | undefined }
     ttl: number | undefined
+    /** shares admitted when the distribute was accepted (closed when used, or at the end) */
+    fetchShare: ReturnType<typeof admit> | undefined
+    deliverShare: ReturnType<typeof admit> | undefined
   }
 
   /** A place that is a locker of this very server. */
@@ -674,14 +703,17 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       t.how = 'fetch'
       streaming = a
       fetching = (async () => {
-        let share: ReturnType<typeof admit> | undefined
+        let share = plan.fetchShare
+        plan.fetchShare = undefined
         try {
-          share = admit('ingress', target.locker, plan.grant)
+          share ??= admit('ingress', target.locker, plan.grant)
           const opened = await openSource(src!, oid, deps)
           if (opened.size !== undefined) { a.obj.size = opened.size; t.size = opened.size }
           await ingest(a, target, opened.stream, { declared: opened.size, sizeMax: plan.grant.resource?.sizeMax, signal, flow: share.flow, count: n => { t.bytesIn += n } })
         } catch (err) {
+          // Joiners of an arrival that failed before its bytes came are told too.
           a.obj.fail(err)
+          for (const j of a.joiners.values()) j.settle(err)
           if (arrivals.get(oid) === a) arrivals.delete(oid)
           throw err
         } finally {
@@ -692,48 +724,10 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       fetching.catch(() => {})
     }
 
-    if (plan.here !== undefined && plan.here.arrival === undefined) {
-      t.how = 'held'
-    } else if (plan.arrival !== undefined) {
-      fetch(plan.arrival)
-    } else if (plan.here?.arrival !== undefined || arrivals.get(oid) !== undefined) {
-      // Arriving already (for this locker or another): join rather than fetch again.
-      const a = plan.here?.arrival ?? arrivals.get(oid)!
-      t.how = 'joined'
-      if (!a.obj.lockers.has(target.locker)) {
-        // Another distribute's claim does not cover this one's unless it names the same source
-        // with the same credentials; otherwise `src` proves it holds the part arrived so far.
-        if (src === undefined) throw new NotFoundError(`locker ${target.locker} holds no object ${oid}, and no src was given`)
-        if (a.src === undefined || !samePlace(a.src, src)) {
-          while (a.obj.stored === 0 && a.obj.arriving) await a.obj.done(signal).catch(() => {})
-          const r = { arrival: a.obj.arriving ? a : undefined }
-          const c = newChallenge(a.obj.stored)
-          if (!await provePlace(src, oid, c, (s, e) => bytesOf(readPieces(oid, r, { range: { start: s, end: e }, signal })), deps)) {
-            throw new ProofError(`${src.uri} did not prove it holds ${oid}`)
-          }
-        }
-        if (!a.obj.arriving) {
-          await a.obj.done(signal)
-          holdWithin(target, oid, a.obj.size!)
-        } else {
-          const joined = new Promise<void>((resolve, reject) => {
-            a.joiners.set(target.locker, { target, settle: err => { if (err === undefined) resolve(); else reject(err) } })
-          })
-          joined.catch(() => {})
-          a.obj.lockers.add(target.locker)
-          fetching = joined
-        }
-      } else {
-        fetching = a.obj.done(signal)
-        fetching.catch(() => {})
-      }
-      streaming = a.obj.arriving ? a : undefined
-      if (a.obj.size !== undefined) t.size = a.obj.size
-    } else {
-      // The bytes are here, for another locker.
+    /** The bytes are here (for another locker): link them if `src` may be read or proves it holds them; else fetch. */
+    const fromHere = async (): Promise<void> => {
       const size = (await store.stat(oid))?.size
       if (size === undefined || src === undefined) throw new NotFoundError(`locker ${target.locker} holds no object ${oid}`)
-      t.size = size
       if (localLocker(src)) {
         // A locker here: the requester's token for it decides; no bytes move.
         const held = mustHold(src.locker, oid)
@@ -748,7 +742,44 @@ export async function createLockerServer (options: LockerServerOptions): Promise
       } else {
         // No proof: fetch the bytes like any other (the store keeps one copy of each chunk).
         fetch(beginArrival(oid, target, undefined, src))
+        return
       }
+      // Told only now: the size of an object this requester could not show it holds is not theirs to know.
+      t.size = size
+    }
+
+    if (plan.here !== undefined && plan.here.arrival === undefined) {
+      t.how = 'held'
+    } else if (plan.arrival !== undefined) {
+      fetch(plan.arrival)
+    } else if (plan.here?.arrival !== undefined || arrivals.get(oid) !== undefined) {
+      const a = plan.here?.arrival ?? arrivals.get(oid)!
+      if (a.obj.lockers.has(target.locker)) {
+        // Arriving for this very locker: wait for it, and deliver as it comes.
+        t.how = 'joined'
+        streaming = a
+        fetching = a.obj.done(signal)
+        fetching.catch(() => {})
+      } else if (src !== undefined && a.src !== undefined && samePlace(a.src, src)) {
+        // The same source with the same credentials: the arrival's claim is this one's, and its
+        // bytes are verified against the OID like its own would be. One read of `src` for all.
+        t.how = 'joined'
+        streaming = a
+        const joined = new Promise<void>((resolve, reject) => {
+          a.joiners.set(t.id, { target, settle: err => { if (err === undefined) resolve(); else reject(err) } })
+        })
+        joined.catch(() => {})
+        a.obj.lockers.add(target.locker)
+        fetching = joined
+      } else {
+        // Another claim: proved over the whole object once it is here (a prefix proves little).
+        if (src === undefined) throw new NotFoundError(`locker ${target.locker} holds no object ${oid}, and no src was given`)
+        await a.obj.done(signal).catch(() => { signal.throwIfAborted() })
+        if (db.holders(oid) > 0) await fromHere(); else fetch(beginArrival(oid, target, undefined, src))
+      }
+      if (a.obj.size !== undefined && t.how === 'joined') t.size = a.obj.size
+    } else {
+      await fromHere()
     }
 
     if (dst !== undefined) {
@@ -762,14 +793,16 @@ export async function createLockerServer (options: LockerServerOptions): Promise
         holdWithin({ locker: dst.locker, expiresAt: plan.ttl !== undefined ? Date.now() + plan.ttl * 1000 : null, seq: null }, oid, mustHold(target.locker, oid).size)
         t.delivered = 'link'
       } else {
-        const share = admit('egress', target.locker, plan.grant)
+        const share = plan.deliverShare ?? admit('egress', target.locker, plan.grant)
+        plan.deliverShare = undefined
         try {
           const stored = await deliver(dst, oid, {
             size: sizeNow(),
             ttl: plan.ttl,
             signal,
-            bytes: () => copiesOf(paced(readPieces(oid, r, { signal }), share.flow, signal), n => { t.bytesOut += n; m.bytesOut.inc(n) }),
-            prove: async c => await answerFor(oid, r, c, signal)
+            bytes: () => copiesOf(paced(readPieces(oid, r, { signal }), share.flow, signal, sizeNow()), n => { t.bytesOut += n; m.bytesOut.inc(n) }),
+            // The far server's challenge is checked like one from any client: bounded ranges within the object.
+            prove: async c => await answerFor(oid, r, parseChallenge(c, sizeNow() ?? Number.MAX_SAFE_INTEGER), signal)
           })
           t.delivered = stored.linked === true ? 'link' : 'sent'
         } finally {

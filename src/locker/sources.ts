@@ -4,15 +4,16 @@
  * object's bytes in order as a stream; the server chunks, stores and verifies them against the
  * OID itself, so a source can be wrong but never believed.
  */
+import { lookup } from 'node:dns/promises'
+import { isIP } from 'node:net'
 import { Readable } from 'node:stream'
 import { request } from 'undici'
 import type { Descriptor } from '../core/chunker/types.ts'
-import { BadRequestError, SourceError, toBerthError, UnsupportedSchemeError } from '../core/errors.ts'
+import { BadRequestError, PlaceNotAllowedError, SourceError, toBerthError, UnsupportedSchemeError } from '../core/errors.ts'
 import type { Hint } from '../core/hints.ts'
 import { parseLockerName } from '../core/tokens.ts'
 import { answerChallenge, type Challenge, sameAnswer } from '../core/proof.ts'
 import type { PeerPlugin } from '../agent/plugins/peer.ts'
-import { errorFrom } from '../sdk/agent-client.ts'
 import { type Endpoint, LockerClient, type StoredObject } from '../sdk/locker-client.ts'
 
 export type Place =
@@ -36,6 +37,35 @@ export function parsePlace (e: Endpoint | string): Place {
   }
   if (u.protocol === 'http:' || u.protocol === 'https:') return { kind: 'http', uri: ep.uri }
   throw new UnsupportedSchemeError(`a distribute goes from or to locker://, berth:// or http(s):// URIs, not ${u.protocol}`)
+}
+
+/** Loopback, private (RFC 1918, CGNAT, ULA), link-local and unspecified addresses. */
+function internal (address: string): boolean {
+  const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.(\d+)$/i.exec(address)
+  if (v4 !== null) {
+    const [a, b] = [Number(v4[1]), Number(v4[2])]
+    return a === 0 || a === 10 || a === 127 || (a === 169 && b === 254) || (a === 172 && b >= 16 && b < 32) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b < 128)
+  }
+  const v6 = address.toLowerCase()
+  return v6 === '::' || v6 === '::1' || /^f[cd]/.test(v6) || /^fe[89ab]/.test(v6)
+}
+
+/**
+ * Refuses a place whose host is, or resolves to, an internal address: a tenant must not make
+ * the server fetch from (or prove against) what sits behind it — the agent's local API on the
+ * same host, internal services. (The address is checked, not pinned: a name that resolves
+ * differently a moment later is not caught; single-host setups pass `allow`.)
+ */
+export async function checkPlace (p: Place, allow: boolean): Promise<void> {
+  if (allow) return
+  const host = new URL(p.uri).hostname.replace(/^\[(.*)\]$/, '$1')
+  let addresses: string[]
+  try {
+    addresses = isIP(host) !== 0 ? [host] : (await lookup(host, { all: true })).map(a => a.address)
+  } catch (err) {
+    throw new SourceError(`cannot resolve ${host}: ${toBerthError(err).message}`, { cause: err })
+  }
+  if (addresses.some(internal)) throw new PlaceNotAllowedError(`${p.uri} is on an internal address; this server does not reach those (allowPrivatePlaces / --allow-private-places)`)
 }
 
 /** Two places are the same claim when they name the same bytes with the same credentials. */
@@ -63,7 +93,8 @@ export async function openSource (p: Place, oid: string, d: SourceDeps): Promise
     }
     if (p.kind === 'http') {
       const res = await request(p.uri, { method: 'GET', signal: d.signal, maxRedirections: 0 } as Parameters<typeof request>[1])
-      if (res.statusCode !== 200) throw await errorFrom(res.statusCode, res.body, p.uri)
+      // An HTTP source's error body is not passed on: it could be anything the server reached.
+      if (res.statusCode !== 200) { await res.body.dump().catch(() => {}); throw new SourceError(`answered ${res.statusCode}`) }
       const length = Number(res.headers['content-length'])
       return { size: Number.isSafeInteger(length) ? length : undefined, stream: res.body }
     }

@@ -129,8 +129,15 @@ export class LockerClient {
     if (o.prove !== undefined) {
       const c = await this.challenge(locker, oid, o)
       if (c !== undefined) {
-        if (body instanceof Readable) body.destroy()
-        return await this.json<StoredObject>('PUT', this.objectUrl(locker, oid), headers(o, { ...extra, 'berth-proof': `${c.id}:${await o.prove(c)}`, 'content-length': '0' }), undefined, o.signal)
+        try {
+          const linked = await this.json<StoredObject>('PUT', this.objectUrl(locker, oid), headers(o, { ...extra, 'berth-proof': `${c.id}:${await o.prove(c)}`, 'content-length': '0' }), undefined, o.signal)
+          if (body instanceof Readable) body.destroy()
+          return linked
+        } catch (err) {
+          // No link (a wrong answer, the bytes gone meanwhile): the bytes are sent after all.
+          const code = (err as { code?: string }).code
+          if (code !== 'ERR_PROOF' && code !== 'ERR_NOT_FOUND' && code !== 'ERR_BAD_REQUEST') throw err
+        }
       }
     }
     const size = body instanceof Uint8Array ? body.byteLength : o.size

@@ -32,7 +32,7 @@ export function killAllStarted (): void {
 
 /** `node bin/berth.js locker serve --json --listen L --store DIR --admin-key FILE` as its own process. */
 export async function startLockerProcess (o: { store: string, adminKey: string, listen?: string }): Promise<LockerProcess> {
-  const args = ['locker', 'serve', '--json', '--listen', o.listen ?? '127.0.0.1:0', '--store', o.store, '--admin-key', o.adminKey]
+  const args = ['locker', 'serve', '--json', '--listen', o.listen ?? '127.0.0.1:0', '--store', o.store, '--admin-key', o.adminKey, '--allow-private-places']
   const child = spawn(process.execPath, [BERTH_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(child)
   child.once('exit', () => running.delete(child))

@@ -30,7 +30,8 @@ export async function startLockerServers (n: number, o: Partial<LockerServerOpti
   const servers: TestServer[] = []
   for (let i = 0; i < n; i++) {
     const admin = await generateSigningKey()
-    const server = await createLockerServer({ listen: '127.0.0.1:0', dir: join(dir, `s${i}`), adminKey: admin.publicJwk, ...o })
+    // Everything here is on loopback: the servers must reach each other and the test's origins.
+    const server = await createLockerServer({ listen: '127.0.0.1:0', dir: join(dir, `s${i}`), adminKey: admin.publicJwk, allowPrivatePlaces: true, ...o })
     await server.start()
     const client = new LockerClient(server.url)
     servers.push({

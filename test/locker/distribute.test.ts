@@ -293,6 +293,52 @@ describe('locker: reads while arriving, distribute and dedup', async () => {
     } finally { await agent.stop() }
   })
 
+  it('a distribute naming another source cannot ride on an arrival: it is proved over the whole object, and a liar gets nothing', async () => {
+    const size = 16 * MiB
+    const data = pseudoRandom(size, 19)
+    const oid = oidOf(data)
+    const origin = await startOrigin(data)
+    let open!: () => void
+    origin.gateAt = size / 2
+    origin.gate = new Promise<void>(resolve => { open = resolve })
+    // The liar knows the first half (say, a public header) and nothing after it.
+    const lie = Buffer.concat([data.subarray(0, size / 2), Buffer.alloc(size / 2)])
+    const liar = await startOrigin(lie)
+    try {
+      const honest = await s[1].locker('arrival-honest')
+      const thief = await s[1].locker('arrival-thief')
+      await honest.client.distribute('arrival-honest', { oid, src: origin.url }, { token: await honest.token() })
+      const t = await thief.client.distribute('arrival-thief', { oid, src: liar.url }, { token: await thief.token() })
+      // While the object arrives the thief's locker has nothing to read.
+      const res = await fetch(`${s[1].server.url}/v1/lockers/arrival-thief/objects/${oid}`, { headers: { authorization: `Bearer ${await thief.token()}` } })
+      assert.equal(res.status, 404)
+      await res.arrayBuffer()
+      open()
+      const end = await thief.client.waitTransfer('arrival-thief', t.id, { token: await thief.token() })
+      assert.equal(end.state, 'failed')
+      assert.notEqual(end.how, 'challenge')
+      assert.equal(await thief.client.head('arrival-thief', oid, { token: await thief.token() }), undefined)
+    } finally {
+      open?.()
+      await origin.close()
+      await liar.close()
+    }
+  })
+
+  it('a server not told otherwise will not fetch from internal addresses', async () => {
+    const guarded = await startLockerServers(1, { allowPrivatePlaces: false })
+    try {
+      const l = await guarded.servers[0].locker('guarded')
+      const res = await fetch(`${guarded.servers[0].server.url}/v1/lockers/guarded/distribute`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${await l.token()}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ oid: oidOf(Buffer.from('x')), src: 'http://127.0.0.1:4650/v1/objects/x' })
+      })
+      assert.equal(res.status, 403)
+      assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'ERR_PLACE_NOT_ALLOWED')
+    } finally { await guarded.stop() }
+  })
+
   it('bad distributes get clear errors', async () => {
     const l = await s[0].locker('bad-dist')
     const token = await l.token()

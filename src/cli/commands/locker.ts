@@ -11,7 +11,7 @@ import { parseDuration, parseSize } from '../../core/units.ts'
 import { type Part, stopOnSignal, startParts } from '../daemon.ts'
 import { action, printJson, printLines, type JsonOption, UsageError } from '../output.ts'
 
-interface ServeOptions extends JsonOption { listen: string, store?: string, adminKey?: string, logLevel: string, egress?: string, ingress?: string, connections?: string, storage?: string }
+interface ServeOptions extends JsonOption { listen: string, store?: string, adminKey?: string, logLevel: string, allowPrivatePlaces?: boolean, egress?: string, ingress?: string, connections?: string, storage?: string }
 interface CreateOptions extends JsonOption { server: string, adminKey: string, ownerKey: string, weight?: string, quota?: string, floor?: string }
 interface IssueOptions extends JsonOption {
   server?: string
@@ -59,6 +59,7 @@ export function registerLocker (program: Command): void {
     .option('--ingress <bytes/s>', 'incoming bandwidth the lockers share (default: unlimited)')
     .option('--connections <n>', 'transfers at once (default 4096)')
     .option('--storage <bytes>', 'storage the lockers\' quotas may add up to, e.g. 2t (default: unlimited)')
+    .option('--allow-private-places', 'let distributes reach loopback, private and link-local addresses (single-host setups; off: tenants cannot make the server reach what sits behind it)')
     .option('--log-level <level>', 'structured logs (JSON lines, pino) on stderr: debug, info, warn, error or silent', 'info')
     .option('--json', 'print {url, store, adminKey} as one JSON line once listening')
     .action(action(async (options: ServeOptions) => {
@@ -76,7 +77,7 @@ export function registerLocker (program: Command): void {
         storage: options.storage !== undefined ? parseSize(options.storage) : undefined
       }
       const logger = await lockerLogger(options.logLevel)
-      const server = await createLockerServer({ listen: options.listen, dir: options.store !== undefined ? resolve(options.store) : undefined, adminKey: admin.publicJwk, capacity, logger })
+      const server = await createLockerServer({ listen: options.listen, dir: options.store !== undefined ? resolve(options.store) : undefined, adminKey: admin.publicJwk, capacity, logger, allowPrivatePlaces: options.allowPrivatePlaces === true })
       const parts: Part[] = [{ name: 'locker server', start: async () => await server.start(), stop: async () => await server.stop() }]
       await startParts(parts)
       const store = options.store !== undefined ? resolve(options.store) : 'memory'

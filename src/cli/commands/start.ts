@@ -34,8 +34,9 @@ export function registerStart (program: Command): void {
       const admin = await loadSigningKey(adminKey, { create: true })
       const { createLockerServer } = await import('../../locker/server.ts')
       // Only warnings and errors on the terminal the node was started from; `berth locker serve` logs every request.
+      // One host, one user: its distributes may reach the other parts on loopback.
       const { lockerLogger } = await import('./locker.ts')
-      const lockers = await createLockerServer({ listen: options.lockerListen, dir: join(dir, 'locker'), adminKey: admin.publicJwk, logger: await lockerLogger('warn') })
+      const lockers = await createLockerServer({ listen: options.lockerListen, dir: join(dir, 'locker'), adminKey: admin.publicJwk, logger: await lockerLogger('warn'), allowPrivatePlaces: true })
       const name = defaultLockerName()
       const ownerKey = join(dir, 'locker', `${name}.jwk`)
       const owner = await loadSigningKey(ownerKey, { create: true })

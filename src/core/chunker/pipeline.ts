@@ -232,6 +232,16 @@ export class ChunkingPipeline implements AsyncIterable<ChunkedBlock> {
         // Wait for what is still hashing or reading — no rejection left unhandled, no file
         // closed under a read, no block reused under a worker — then take back the blocks
         // the consumer will never see.
+        // A stream's pending read waits for its sender, who may be idle for long: not awaited
+        // (the block it fills is released when it settles, and closing the source ends it).
+        let streamRead: Promise<number> | undefined
+        if (!source.readAhead && pendingRead !== undefined) {
+          streamRead = pendingRead
+          pendingRead = undefined
+          const block = filling
+          filling = undefined
+          streamRead.then(() => block?.release(), () => block?.release())
+        }
         const settled = await Promise.allSettled([...inFlight, pendingRead])
         for (const s of settled) if (s.status === 'fulfilled' && typeof s.value === 'object') s.value.release()
         filling?.release()
@@ -267,8 +277,14 @@ function streamSource (iterable: AsyncIterable<Uint8Array>): Source {
       return n
     },
     async close () {
-      // Stops a source we abandon early (a socket, a file stream) as `for await` would.
-      if (!done) { done = true; await iterator.return?.() }
+      // Stops a source we abandon early (a socket, a file stream) as `for await` would — without
+      // waiting: a generator busy awaiting its sender finishes returning only when that sender
+      // sends again, which an idle uploader may never do.
+      if (!done) {
+        done = true
+        const r = iterator.return?.()
+        if (r !== undefined) r.then(() => {}, () => {})
+      }
     }
   }
 }
