@@ -410,8 +410,9 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     const { oid } = a.obj
     const locker = target.locker
     let taken = 0
+    // The quota as the upload starts (read once: this runs for every network chunk).
+    const row = db.mustLocker(locker)
     const take = (n: number): void => {
-      const row = db.mustLocker(locker)
       if (usedBy(locker) + (reserved.get(locker) ?? 0) + n > row.quota) throw new QuotaExceededError(`locker ${locker} is over its quota of ${row.quota} bytes`)
       reserved.set(locker, (reserved.get(locker) ?? 0) + n)
       taken += n
@@ -634,6 +635,8 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     if (src === undefined && here === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}, and no src was given`)
     // Places this server would contact (not its own lockers) must not be internal ones.
     for (const p of [src, dst]) if (p !== undefined && !localLocker(p)) await checkPlace(p, options.allowPrivatePlaces === true)
+    // A destination here: its token is checked now, so a refusal is this request's answer.
+    if (localLocker(dst)) await verifier.access(dst.token, { locker: dst.locker, op: 'write', oid })
     const target: Target = { locker, expiresAt: parsed.data.ttl !== undefined ? Date.now() + parsed.data.ttl * 1000 : null, seq: here?.seq ?? null }
     const t: TransferStatus = { id: randomUUID(), locker, oid, src: src?.uri, dst: dst?.uri, state: 'running', how: 'none', delivered: 'none', size: here?.size ?? null, bytesIn: 0, bytesOut: 0, startedAt: Date.now(), endedAt: null }
     for (const [id, old] of transfers) {
