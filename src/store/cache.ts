@@ -32,7 +32,7 @@
 import { AbortedError, ClosedError, InvalidConfigError, StoreError, throwIfAborted } from '../core/errors.ts'
 import { ChunkMemory, type HeldChunk } from './cache-memory.ts'
 import { CachePolicy } from './cache-policy.ts'
-import { parseName } from './common.ts'
+import { copiesOfBorrowed, parseName } from './common.ts'
 import type {
   BorrowedChunk, ChunkStore, Descriptor, GcResult, ManifestInput, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions
 } from './types.ts'
@@ -235,12 +235,8 @@ export class CachedStore implements ChunkStore {
     }
   }
 
-  async * getMany (cids: readonly string[], o: ReadOptions = {}): AsyncIterable<{ cid: string, bytes: Uint8Array }> {
-    for await (const chunk of this.borrowMany(cids, o)) {
-      const bytes = new Uint8Array(chunk.bytes)
-      chunk.release()
-      yield { cid: chunk.cid, bytes }
-    }
+  getMany (cids: readonly string[], o: ReadOptions = {}): AsyncIterable<{ cid: string, bytes: Uint8Array }> {
+    return copiesOfBorrowed(this.borrowMany(cids, o))
   }
 
   async * borrowMany (cids: readonly string[], o: ReadOptions = {}): AsyncIterable<BorrowedChunk> {

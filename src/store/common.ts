@@ -4,7 +4,7 @@
  */
 import { canonicalDigest, cidFromDigest, digestFromName } from '../core/naming.ts'
 import { BadRequestError, InvalidCidError, type InvalidOidError } from '../core/errors.ts'
-import type { BlockSlice } from './types.ts'
+import type { BlockSlice, BorrowedChunk } from './types.ts'
 
 export interface ParsedName {
   /** the canonical spelling: the key of every map in the stores */
@@ -18,6 +18,15 @@ export function parseName (name: string, ErrorClass: typeof InvalidCidError | ty
   if (fast !== undefined) return { key: name, digest: fast }
   const digest = Buffer.from(digestFromName(name, ErrorClass))
   return { key: cidFromDigest(digest), digest }
+}
+
+/** getMany from borrowMany: a copy the caller owns per chunk, the lent buffer given back at once. */
+export async function * copiesOfBorrowed (borrowed: AsyncIterable<BorrowedChunk>): AsyncIterable<{ cid: string, bytes: Uint8Array }> {
+  for await (const chunk of borrowed) {
+    const bytes = new Uint8Array(chunk.bytes)
+    chunk.release()
+    yield { cid: chunk.cid, bytes }
+  }
 }
 
 export function sameDigest (a: Uint8Array, b: Uint8Array): boolean {

@@ -49,7 +49,7 @@ import {
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { type ManifestInput, PackedManifest, packManifest } from '../core/manifest.ts'
 import { cidFromDigest } from '../core/naming.ts'
-import { checkSlice, parseName, sameDigest } from './common.ts'
+import { checkSlice, copiesOfBorrowed, parseName, sameDigest } from './common.ts'
 import type { SharedBlock } from '../core/blocks.ts'
 import { ALIGN, alignDown, alignUp, DirectIo, STAGE_SIZE } from './direct-io.ts'
 import type { BlockSlice, BorrowedChunk, ChunkStore, Descriptor, GcResult, ObjectInfo, ObjectWriter, ReadOptions, StoreUsage, WriterOptions } from './types.ts'
@@ -576,13 +576,8 @@ export class DiskStore implements ChunkStore {
     }
   }
 
-  async * getMany (cids: readonly string[], o: ReadOptions = {}): AsyncIterable<{ cid: string, bytes: Uint8Array }> {
-    for await (const chunk of this.borrowMany(cids, o)) {
-      // A copy the caller owns: the read buffer goes back to the pool at once.
-      const bytes = new Uint8Array(chunk.bytes)
-      chunk.release()
-      yield { cid: chunk.cid, bytes }
-    }
+  getMany (cids: readonly string[], o: ReadOptions = {}): AsyncIterable<{ cid: string, bytes: Uint8Array }> {
+    return copiesOfBorrowed(this.borrowMany(cids, o))
   }
 
   async * borrowMany (cids: readonly string[], o: ReadOptions = {}): AsyncIterable<BorrowedChunk> {
