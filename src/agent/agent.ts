@@ -24,6 +24,7 @@ import { openStore } from '../store/index.ts'
 import type { ChunkStore } from '../store/types.ts'
 import { createAgentMetrics, type AgentMetrics } from './metrics.ts'
 import { PluginRegistry, type TransferPlugin } from './plugin.ts'
+import { HttpPlugin } from './plugins/http.ts'
 import { PeerPlugin } from './plugins/peer.ts'
 import { putObject } from './put.ts'
 import { readStoredObject } from './read.ts'
@@ -50,7 +51,7 @@ export interface AgentOptions {
   allowedRoots?: string[]
   /** default chunker for puts; default cdc */
   chunker?: ChunkerSpec
-  /** extra transfer plugins (after the built-in peer plugin) */
+  /** extra transfer plugins (after the built-in peer and HTTP-mirror plugins) */
   plugins?: TransferPlugin[]
   /** bind outgoing peer connections to this local address */
   localAddress?: string
@@ -102,7 +103,7 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
   const ownsStore = options.store === undefined
   const store = options.store ?? await openStore(options.storeDir !== undefined ? { kind: 'disk', dir: options.storeDir, pool } : { kind: 'memory', pool })
   const metrics = createAgentMetrics({ processMetrics: options.processMetrics })
-  const plugins = new PluginRegistry([new PeerPlugin({ localAddress: options.localAddress }), ...(options.plugins ?? [])])
+  const plugins = new PluginRegistry([new PeerPlugin({ localAddress: options.localAddress }), new HttpPlugin(), ...(options.plugins ?? [])])
   const defaultChunker = options.chunker ?? { kind: 'cdc' }
   const roots = await Promise.all((options.allowedRoots ?? [process.cwd()]).map(async r => await realpath(resolve(r)).catch(() => resolve(r))))
   const transfers = new Set<Transfer>()
