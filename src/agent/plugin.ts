@@ -6,6 +6,7 @@
 import type { Descriptor } from '../core/chunker/types.ts'
 import type { Hint } from '../core/hints.ts'
 import { UnsupportedSchemeError } from '../core/errors.ts'
+import { readManifest } from '../core/wire.ts'
 
 export interface PluginCallOptions {
   signal: AbortSignal
@@ -37,6 +38,20 @@ export interface TransferPlugin {
   /** Results in any order; a wanted chunk the source lacks comes back with `bytes: undefined`. */
   chunks (wanted: readonly Descriptor[], hint: Hint, o: PluginCallOptions): AsyncIterable<ChunkResult>
   close? (): Promise<void>
+}
+
+/**
+ * A manifest answer's body (NDJSON, see core/wire.ts) as a ManifestStream, checked against the
+ * OID; a bad one frees its connection now rather than at the body timeout.
+ */
+export async function manifestFromBody (body: AsyncIterable<Uint8Array> & { destroy: () => unknown }, oid: string): Promise<ManifestStream> {
+  try {
+    const { head, descriptors } = await readManifest(body, oid)
+    return { size: head.size, chunks: head.chunks, descriptors }
+  } catch (err) {
+    body.destroy()
+    throw err
+  }
 }
 
 /** Chooses the plugin for a hint by its URI scheme. */

@@ -11,8 +11,7 @@ import { Pool } from 'undici'
 import type { Descriptor } from '../../core/chunker/types.ts'
 import type { Hint } from '../../core/hints.ts'
 import { SourceError, toBerthError } from '../../core/errors.ts'
-import { readManifest } from '../../core/wire.ts'
-import type { ChunkResult, ManifestStream, PluginCallOptions, TransferPlugin } from '../plugin.ts'
+import { type ChunkResult, manifestFromBody, type ManifestStream, type PluginCallOptions, type TransferPlugin } from '../plugin.ts'
 
 export interface HttpPluginOptions {
   /** connections per mirror; default 4 */
@@ -52,13 +51,7 @@ export class HttpPlugin implements TransferPlugin {
       await res.body.dump().catch(() => {})
       throw new SourceError(`mirror answered ${res.statusCode} for the manifest ${url.href}`)
     }
-    try {
-      const { head, descriptors } = await readManifest(res.body, oid)
-      return { size: head.size, chunks: head.chunks, descriptors }
-    } catch (err) {
-      res.body.destroy()
-      throw err
-    }
+    return await manifestFromBody(res.body, oid)
   }
 
   async * chunks (wanted: readonly Descriptor[], hint: Hint, o: PluginCallOptions): AsyncIterable<ChunkResult> {

@@ -8,10 +8,10 @@ import { Pool } from 'undici'
 import type { Descriptor } from '../../core/chunker/types.ts'
 import type { Hint } from '../../core/hints.ts'
 import { SourceError, toBerthError } from '../../core/errors.ts'
-import { chunkFrameCid, readManifest } from '../../core/wire.ts'
+import { chunkFrameCid } from '../../core/wire.ts'
 import { HttpStatusError, parseErrorBody } from '../../core/http-client.ts'
 import { FrameClient } from './frame-client.ts'
-import type { ChunkResult, ManifestStream, PluginCallOptions, TransferPlugin } from '../plugin.ts'
+import { type ChunkResult, manifestFromBody, type ManifestStream, type PluginCallOptions, type TransferPlugin } from '../plugin.ts'
 
 export interface PeerPluginOptions {
   /** connections per peer; default 4 */
@@ -64,14 +64,7 @@ export class PeerPlugin implements TransferPlugin {
     const res = await this.pool(hint).request({ path: `/v1/objects/${oid}/manifest`, method: 'GET', signal: o.signal })
       .catch(err => { throw new SourceError(`peer ${hint.uri} unreachable: ${toBerthError(err).message}`, { cause: err }) })
     if (res.statusCode !== 200) throw await failureOf(res)
-    try {
-      const { head, descriptors } = await readManifest(res.body, oid)
-      return { size: head.size, chunks: head.chunks, descriptors }
-    } catch (err) {
-      // Free the connection now rather than at the body timeout.
-      res.body.destroy()
-      throw err
-    }
+    return await manifestFromBody(res.body, oid)
   }
 
   private frameClient (hint: Hint): FrameClient {
