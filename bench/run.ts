@@ -8,7 +8,10 @@
  *  5. the locker's resource model (bench/resources.ts): shares at a capped server (weights 1:2:3,
  *     alone, a floor, bwMax) and pipelining (GET during a PUT, first byte through 3 lockers);
  *  4. the locker server (bench/locker.ts): 2,000 concurrent GETs of a 1 MiB object, and large
- *     GETs by 4 clients at once vs nginx serving the same file (BERTH_BENCH_LOCKER=0 skips it).
+ *     GETs by 4 clients at once vs nginx serving the same file (BERTH_BENCH_LOCKER=0 skips it);
+ *  6. multipath over two tbf-shaped veth links to a network namespace (bench/multipath.ts):
+ *     equal and unequal links, borrowing off, two rate-limited nginx mirrors vs aria2c
+ *     (BERTH_BENCH_MULTIPATH=0 skips it).
  *
  * Env: BERTH_BENCH_SIZE (1GiB), BERTH_BENCH_REPEAT (3, the median is reported),
  *      BERTH_BENCH_BIG (1), BERTH_BENCH_BIG_SIZE (4GiB), BERTH_BENCH_LOCKER (1) and the
@@ -321,6 +324,9 @@ async function main (): Promise<void> {
       rows.push({ id: 'fair', measure: 'locker fairness and pipelining', berth: 'failed', anchor: '', ratio: '', target: '', verdict: 'error', note: (err as Error).message })
     }
   }
+
+  // ── 6. multipath over two shaped links, and two mirrors vs aria2c (bench/multipath.ts) ──
+  rows.push(...await (await import('./multipath.ts')).multipathRows(log, TMP, json))
 
   // ── 3. RSS while moving a big object ─────────────────────────────────────────────────────
   if (!BIG) {

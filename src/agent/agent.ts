@@ -23,9 +23,8 @@ import {
 import { openStore } from '../store/index.ts'
 import type { ChunkStore } from '../store/types.ts'
 import { createAgentMetrics, type AgentMetrics } from './metrics.ts'
-import { PluginRegistry, type TransferPlugin } from './plugin.ts'
-import { HttpPlugin } from './plugins/http.ts'
-import { PeerPlugin } from './plugins/peer.ts'
+import { type AnyPlugin, PluginRegistry } from './plugin.ts'
+import { buildPipeline, type PluginSpec } from './pipeline.ts'
 import { putObject } from './put.ts'
 import { readStoredObject } from './read.ts'
 import { type OutputPiece, Transfer } from './transfer.ts'
@@ -51,9 +50,14 @@ export interface AgentOptions {
   allowedRoots?: string[]
   /** default chunker for puts; default cdc */
   chunker?: ChunkerSpec
-  /** extra transfer plugins (after the built-in peer and HTTP-mirror plugins) */
-  plugins?: TransferPlugin[]
-  /** bind outgoing peer connections to this local address */
+  /** plugins ahead of the pipeline (the first plugin to name a scheme serves its hints) */
+  plugins?: AnyPlugin[]
+  /**
+   * the plugin pipeline, as the config file's `plugins` gives it (see pipeline.ts); default: a
+   * multipath plugin over peer, HTTP-mirror, portable-storage and locker plugins
+   */
+  pipeline?: PluginSpec[]
+  /** bind outgoing peer connections to this local address (default pipeline) */
   localAddress?: string
   pool?: HashPool
   /** collect process metrics (one agent per process) */
@@ -95,6 +99,14 @@ function parseOrder (query: unknown): 'ordered' | 'any' {
   throw new BadRequestError('order must be "ordered" or "any"')
 }
 
+/** `?urgent=0`: the get may wait for busy or down lockers rather than fall back to the peer (SAILOR). */
+function parseUrgent (query: unknown): boolean {
+  const urgent = (query as { urgent?: unknown }).urgent
+  if (urgent === undefined || urgent === '1' || urgent === 'true') return true
+  if (urgent === '0' || urgent === 'false') return false
+  throw new BadRequestError('urgent must be 1 or 0')
+}
+
 interface ChunkFrame extends SendPiece { cid: string, missing?: boolean }
 const NOTHING = new Uint8Array(0)
 
@@ -103,7 +115,7 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
   const ownsStore = options.store === undefined
   const store = options.store ?? await openStore(options.storeDir !== undefined ? { kind: 'disk', dir: options.storeDir, pool } : { kind: 'memory', pool })
   const metrics = createAgentMetrics({ processMetrics: options.processMetrics })
-  const plugins = new PluginRegistry([new PeerPlugin({ localAddress: options.localAddress }), new HttpPlugin(), ...(options.plugins ?? [])])
+  const plugins = new PluginRegistry([...(options.plugins ?? []), ...buildPipeline(options.pipeline, { localAddress: options.localAddress })])
   const defaultChunker = options.chunker ?? { kind: 'cdc' }
   const roots = await Promise.all((options.allowedRoots ?? [process.cwd()]).map(async r => await realpath(resolve(r)).catch(() => resolve(r))))
   const transfers = new Set<Transfer>()
@@ -149,7 +161,11 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
         }
         metrics.objectsPut.inc()
         metrics.bytesPut.inc(info.size)
-        return await reply.code(201).send({ oid: info.oid, size: info.size, chunks: info.chunks, hints: [selfHint] })
+        // Pushing plugins (portable disk, the owner's locker) start their copies now; the hints
+        // they give come first, this agent after them (SAILOR: lockers before end hosts).
+        const pushed = plugins.objectAdded({ oid: info.oid, size: info.size, chunks: info.chunks }, store)
+        const self = pushed.length === 0 ? selfHint : { ...selfHint, priority: Math.max(...pushed.map(h => h.priority)) + 1 }
+        return await reply.code(201).send({ oid: info.oid, size: info.size, chunks: info.chunks, hints: [...pushed, self] })
       })
     })
 
@@ -168,11 +184,13 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
         range = rangeOf(rangeHeader, size, reply)
         pieces = readStoredObject(store, oid, { range, signal })
       } else {
-        if (hints.length === 0) throw new NotFoundError(`${oid} is not stored here and no hint says where it is`)
+        // Configured portable disks are searched for every get, hinted or not.
+        const standing = plugins.standingHints()
+        if (hints.length === 0 && standing.length === 0) throw new NotFoundError(`${oid} is not stored here and no hint says where it is`)
         const usable = hints.filter(h => plugins.has(h))
-        if (usable.length === 0) throw new UnsupportedSchemeError(`no transfer plugin here serves ${[...new Set(hints.map(h => new URL(h.uri).protocol))].join(' ')} hints`)
+        if (usable.length === 0 && standing.length === 0) throw new UnsupportedSchemeError(`no transfer plugin here serves ${[...new Set(hints.map(h => new URL(h.uri).protocol))].join(' ')} hints`)
         // The size is needed to check the Range, so the manifest head is fetched first.
-        const transfer = new Transfer(oid, usable, { store, pool, plugins, metrics }, { signal, order })
+        const transfer = new Transfer(oid, usable, { store, pool, plugins, metrics }, { signal, order, urgent: parseUrgent(request.query) })
         try {
           ;({ size } = await transfer.start())
           range = rangeOf(rangeHeader, size, reply)
@@ -216,7 +234,9 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
     app.get('/v1/status', async () => ({
       agent: { url: urlOf(localAddress), peer: urlOf(peerAddress), hint: selfHint },
       usage: await store.usage(),
-      transfers: [...transfers].map(t => ({ id: t.id, oid: t.oid, size: t.size, fetched: t.bytesFetched, sent: t.bytesOut, startedAt: t.startedAt }))
+      transfers: [...transfers].map(t => ({ id: t.id, oid: t.oid, size: t.size, fetched: t.bytesFetched, sent: t.bytesOut, startedAt: t.startedAt })),
+      // What the pipeline did (multipath: requests, borrowed copies, copies that came second).
+      plugins: plugins.plugins.map(p => ({ name: p.name, ...('stats' in p ? { stats: p.stats } : {}) }))
     }))
 
     app.get('/metrics', async (_request, reply) => {

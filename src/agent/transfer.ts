@@ -15,16 +15,17 @@
  * hash to the OID. Any failure aborts the output with a coded error and stores no object.
  */
 import { randomUUID } from 'node:crypto'
+import { setMaxListeners } from 'node:events'
 import type { Descriptor } from '../core/chunker/types.ts'
 import { type Hint, orderHints } from '../core/hints.ts'
-import { type SharedBlock, sharedBlocks } from '../core/blocks.ts'
+import { type SharedBlock, type SharedBlockPool, sharedBlocks } from '../core/blocks.ts'
 import type { HashPool, StreamHasher } from '../core/hash-pool.ts'
 import { AbortedError, BerthError, HashMismatchError, NoSourceError, SourceError, toBerthError } from '../core/errors.ts'
 import { PackedManifest } from '../core/manifest.ts'
 import { digestFromName } from '../core/naming.ts'
 import type { ByteRange } from '../core/range.ts'
 import type { BlockSlice, ChunkStore, ObjectWriter } from '../store/types.ts'
-import type { PluginRegistry, TransferPlugin } from './plugin.ts'
+import { type AnyPlugin, type ChunkResult, isGroup, type ManifestStream, type PluginCallOptions, type PluginRegistry } from './plugin.ts'
 import type { AgentMetrics } from './metrics.ts'
 
 export interface TransferOptions {
@@ -38,6 +39,8 @@ export interface TransferOptions {
   batchBytes?: number
   /** batches in flight; default 4 */
   parallel?: number
+  /** SAILOR's urgency, passed to plugins (a non-urgent get may wait for lockers); default true */
+  urgent?: boolean
 }
 
 export interface TransferDeps {
@@ -54,11 +57,25 @@ export interface OutputPiece {
   release?: () => void
 }
 
+/**
+ * A plugin with the hints it is asked with: one hint for a plain plugin, every hint it serves
+ * for a multi-source one (multipath), which then chooses among them itself.
+ */
 interface Source {
-  hint: Hint
-  plugin: TransferPlugin
+  hints: Hint[]
+  plugin: AnyPlugin
+  /** for messages */
+  uri: string
   failed: boolean
   error?: unknown
+}
+
+function manifestOf (s: Source, oid: string, o: PluginCallOptions): Promise<ManifestStream> {
+  return isGroup(s.plugin) ? s.plugin.manifest(oid, s.hints, o) : s.plugin.manifest(oid, s.hints[0], o)
+}
+
+function chunksOf (s: Source, wanted: readonly Descriptor[], o: PluginCallOptions): AsyncIterable<ChunkResult> {
+  return isGroup(s.plugin) ? s.plugin.chunks(wanted, s.hints, o) : s.plugin.chunks(wanted, s.hints[0], o)
 }
 
 interface Entry {
@@ -79,6 +96,9 @@ interface Entry {
   block?: SharedBlock
 }
 
+/** A chunk as a plugin delivered it, before verification. */
+interface Received { entry: Entry, bytes: Uint8Array, via?: string, reject?: (err: Error) => void }
+
 /** Consecutive bytes of one buffer, hashed with one message; arenas released once the worker read them. */
 interface HashRun { buffer: ArrayBufferLike, start: number, end: number, release: SharedBlock[] }
 
@@ -88,14 +108,23 @@ interface HashRun { buffer: ArrayBufferLike, start: number, end: number, release
 const DEFAULT_WINDOW = 24 * 1024 * 1024
 const DEFAULT_BATCH = 4 * 1024 * 1024
 const DEFAULT_PARALLEL = 4
+/**
+ * A multi-source plugin gets more, smaller batches: a batch completes only when its slowest
+ * chunk has come, and with few large batches the fast paths would run dry waiting on a slow one
+ * (and start borrowing mid-transfer). Its arenas have room for a batch twice over, for the
+ * copies borrowing brings.
+ */
+const GROUP_BATCH = 1024 * 1024
+const GROUP_PARALLEL = 12
 const MAX_BATCH_CHUNKS = 1024
 /**
  * Manifest descriptors read ahead of the cursor at most: 4096 chunks cover 256 MiB at the default
  * chunker's 64 KiB, far past the fetch window; each costs a descriptor and an entry on the heap.
  */
 const MAX_AHEAD = 4096
-/** One arena per batch, from the process's pool of 4 MiB blocks (see core/blocks.ts). */
+/** One arena per batch, from the process's pools of shared blocks (see core/blocks.ts). */
 const arenas = sharedBlocks(DEFAULT_BATCH)
+const groupArenas = sharedBlocks(2 * GROUP_BATCH)
 
 /** Resolves waiters when the transfer's state changes. */
 class Signal {
@@ -128,10 +157,13 @@ export class Transfer {
   private failure: BerthError | undefined
   private readonly changed = new Signal()
   private readonly controller = new AbortController()
+  /** what plugins learn during this get (see PluginCallOptions.session) */
+  private readonly session = {}
   private readonly writer: ObjectWriter
   private readonly window: number
   private readonly batchBytes: number
   private readonly parallel: number
+  private readonly arenas: SharedBlockPool
   /** bytes fetched but not yet consumed by the output (order=any) */
   private readonly anyQueue: OutputPiece[] = []
   private anyQueued = 0
@@ -140,10 +172,28 @@ export class Transfer {
 
   constructor (oid: string, hints: readonly Hint[], private readonly deps: TransferDeps, private readonly options: TransferOptions = {}) {
     this.oid = oid
+    // Every batch in flight listens on the transfer's signal (12 at once for multipath).
+    setMaxListeners(0, this.controller.signal)
     this.window = options.windowBytes ?? DEFAULT_WINDOW
-    this.batchBytes = options.batchBytes ?? DEFAULT_BATCH
-    this.parallel = options.parallel ?? DEFAULT_PARALLEL
-    this.sources = orderHints(hints).filter(h => deps.plugins.has(h)).map(hint => ({ hint, plugin: deps.plugins.for(hint), failed: false }))
+    // Sources in hint order; a multi-source plugin is one source holding all its hints, placed
+    // where its best hint falls.
+    this.sources = []
+    const groups = new Map<AnyPlugin, Source>()
+    for (const hint of orderHints([...hints, ...deps.plugins.standingHints()])) {
+      if (!deps.plugins.has(hint)) continue
+      const plugin = deps.plugins.for(hint)
+      if (!isGroup(plugin)) { this.sources.push({ hints: [hint], plugin, uri: hint.uri, failed: false }); continue }
+      const group = groups.get(plugin)
+      if (group !== undefined) { if (!group.hints.some(h => h.uri === hint.uri)) group.hints.push(hint); continue }
+      const source: Source = { hints: [hint], plugin, uri: hint.uri, failed: false }
+      groups.set(plugin, source)
+      this.sources.push(source)
+    }
+    for (const g of groups.values()) if (g.hints.length > 1) g.uri = `${g.plugin.name}(${g.hints.map(h => h.uri).join(' ')})`
+    const grouped = groups.size > 0
+    this.batchBytes = options.batchBytes ?? (grouped ? GROUP_BATCH : DEFAULT_BATCH)
+    this.parallel = options.parallel ?? (grouped ? GROUP_PARALLEL : DEFAULT_PARALLEL)
+    this.arenas = grouped ? groupArenas : arenas
     // A fetched object can be fetched again: stored without fsync (verified on every read).
     this.writer = deps.store.openWriter({ durable: false })
     if (options.signal !== undefined) {
@@ -191,7 +241,7 @@ export class Transfer {
     for (const source of this.sources) {
       this.check()
       try {
-        const m = await source.plugin.manifest(this.oid, source.hint, { signal: this.controller.signal })
+        const m = await manifestOf(source, this.oid, { signal: this.controller.signal, urgent: this.options.urgent, session: this.session, oid: this.oid })
         this.size = m.size
         this.chunkCount = m.chunks
         void this.readManifest(m.descriptors, source)
@@ -244,7 +294,7 @@ export class Transfer {
       // listed are still verified by their cids, but the object cannot be completed from it.
       source.failed = true
       source.error = err
-      this.fail(err instanceof BerthError ? err : new SourceError(`manifest from ${source.hint.uri} failed: ${toBerthError(err).message}`))
+      this.fail(err instanceof BerthError ? err : new SourceError(`manifest from ${source.uri} failed: ${toBerthError(err).message}`))
     }
   }
 
@@ -262,7 +312,7 @@ export class Transfer {
       const source = this.sourceFor(this.queue[0])
       if (source === undefined) {
         const e = this.queue[0]
-        const errors = this.sources.map(s => s.error ?? new SourceError(`${s.hint.uri} does not have chunk ${e.cid}`))
+        const errors = this.sources.map(s => s.error ?? new SourceError(`${s.uri} does not have chunk ${e.cid}`))
         this.fail(new NoSourceError(`no source could give chunk ${e.cid} of ${this.oid}`, errors))
         return
       }
@@ -298,7 +348,7 @@ export class Transfer {
   private async fetch (source: Source, batch: Entry[], bytes: number): Promise<void> {
     // One shared arena per batch: the plugin lands chunk bytes here, the workers hash them in
     // place, the store writes them with one call. Entries keep it until the cursor passes them.
-    const arena = bytes <= arenas.blockSize ? arenas.acquire() : undefined
+    const arena = bytes <= this.arenas.blockSize ? this.arenas.acquire() : undefined
     let used = 0
     const alloc = (n: number): Uint8Array => {
       if (arena === undefined || used + n > arena.bytes.byteLength) return new Uint8Array(n)
@@ -306,21 +356,26 @@ export class Transfer {
       used += n
       return v
     }
-    const received: Array<{ entry: Entry, bytes: Uint8Array }> = []
+    const received: Received[] = []
     const pending = new Set(batch)
     const { metrics } = this.deps
     try {
       const wanted = batch.map(e => ({ cid: e.cid, offset: e.firstOffset, length: e.length }))
-      for await (const r of source.plugin.chunks(wanted, source.hint, { signal: this.controller.signal, alloc })) {
+      for await (const r of chunksOf(source, wanted, { signal: this.controller.signal, alloc, urgent: this.options.urgent, session: this.session, oid: this.oid })) {
         const entry = this.entries.get(r.descriptor.cid)
         if (entry === undefined || !pending.has(entry)) continue
         pending.delete(entry)
         if (r.bytes === undefined) { (entry.tried ??= new Set()).add(source); this.requeue([entry]); continue }
         if (r.bytes.byteLength !== entry.length) {
-          metrics.chunksRejected.inc({ plugin: source.plugin.name })
-          throw new HashMismatchError(`${source.hint.uri} sent ${r.bytes.byteLength} bytes for a ${entry.length}-byte chunk`)
+          metrics.chunksRejected.inc({ plugin: r.via ?? source.plugin.name })
+          const err = new HashMismatchError(`${source.uri} sent ${r.bytes.byteLength} bytes for a ${entry.length}-byte chunk`)
+          if (r.reject === undefined) throw err
+          // A multi-source plugin drops only the path that sent it; the chunk is asked again.
+          r.reject(err)
+          this.requeue([entry])
+          continue
         }
-        received.push({ entry, bytes: r.bytes })
+        received.push({ entry, bytes: r.bytes, via: r.via, reject: r.reject })
       }
       if (pending.size > 0) {
         for (const e of pending) (e.tried ??= new Set()).add(source)
@@ -340,7 +395,7 @@ export class Transfer {
     }
   }
 
-  private async verifyAndStore (source: Source, received: Array<{ entry: Entry, bytes: Uint8Array }>, arena: SharedBlock | undefined): Promise<void> {
+  private async verifyAndStore (source: Source, received: Received[], arena: SharedBlock | undefined): Promise<void> {
     if (received.length === 0) return
     const { pool, metrics } = this.deps
     // In the arena and back to back (the usual case): hash in place, store with one write.
@@ -356,13 +411,13 @@ export class Transfer {
     const block = contiguous ? new Uint8Array(first.buffer, first.byteOffset, end - first.byteOffset) : undefined
     const digests = block !== undefined ? await pool.digestSlices(block, ends) : await pool.digestMany(received.map(r => r.bytes))
     const good: typeof received = []
-    const bad: Entry[] = []
+    const bad: Received[] = []
     for (let i = 0; i < received.length; i++) {
       const expected = digestFromName(received[i].entry.cid)
       if (Buffer.compare(digests[i], expected) === 0) good.push(received[i])
-      else bad.push(received[i].entry)
+      else bad.push(received[i])
     }
-    metrics.chunksVerified.inc({ plugin: source.plugin.name }, good.length)
+    for (const r of good) metrics.chunksVerified.inc({ plugin: r.via ?? source.plugin.name })
     try {
       if (block !== undefined && bad.length === 0) {
         const slices: BlockSlice[] = received.map(r => ({ cid: r.entry.cid, start: r.bytes.byteOffset - first.byteOffset, length: r.bytes.byteLength }))
@@ -378,21 +433,26 @@ export class Transfer {
     // A transfer that failed while this batch was hashed or written has already given back
     // every arena its entries held: taking new holds now would leak them.
     if (this.failure !== undefined) return
-    let n = 0
     for (const r of good) {
       r.entry.status = 'ready'
       r.entry.bytes = r.bytes
       if (arena !== undefined && r.bytes.buffer === arena.bytes.buffer) { arena.retain(); r.entry.block = arena }
-      n += r.bytes.byteLength
+      this.bytesFetched += r.bytes.byteLength
+      metrics.bytesReceived.inc({ plugin: r.via ?? source.plugin.name }, r.bytes.byteLength)
       if (this.options.order === 'any') this.emitAny(r.entry)
     }
-    this.bytesFetched += n
-    metrics.bytesReceived.inc({ plugin: source.plugin.name }, n)
     this.changed.wake()
     if (bad.length > 0) {
-      metrics.chunksRejected.inc({ plugin: source.plugin.name }, bad.length)
-      for (const e of bad) e.status = 'fetching'
-      throw new HashMismatchError(`${source.hint.uri} sent ${bad.length} chunk(s) whose bytes do not match their cid`)
+      for (const r of bad) metrics.chunksRejected.inc({ plugin: r.via ?? source.plugin.name })
+      const err = new HashMismatchError(`${source.uri} sent ${bad.length} chunk(s) whose bytes do not match their cid`)
+      if (bad.every(r => r.reject !== undefined)) {
+        // A multi-source plugin drops the paths that lied, not itself; the chunks are asked again.
+        for (const r of bad) r.reject!(err)
+        this.requeue(bad.map(r => r.entry))
+        return
+      }
+      for (const r of bad) r.entry.status = 'fetching'
+      throw err
     }
   }
 

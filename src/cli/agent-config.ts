@@ -6,6 +6,7 @@ import type { AgentOptions } from '../agent/agent.ts'
 import { parseChunkerSpec } from '../core/chunker/index.ts'
 import { InvalidConfigError, toBerthError } from '../core/errors.ts'
 import { parseHint } from '../core/hints.ts'
+import { type PluginSpec, PluginSpecSchema } from '../agent/pipeline.ts'
 
 /** `--config FILE`: the same settings as the flags, in JSON; flags win over the file. */
 export const AgentConfigSchema = z.strictObject({
@@ -14,7 +15,9 @@ export const AgentConfigSchema = z.strictObject({
   advertise: z.string().optional(),
   store: z.string().optional(),
   allowPath: z.array(z.string()).optional(),
-  chunker: z.string().optional()
+  chunker: z.string().optional(),
+  /** the plugin pipeline (DOT §4.4; see src/agent/pipeline.ts); absent: the default */
+  plugins: z.array(PluginSpecSchema).max(64).optional()
 })
 export type AgentConfig = z.infer<typeof AgentConfigSchema>
 
@@ -42,8 +45,15 @@ export async function readAgentConfig (file: string): Promise<AgentConfig> {
   return {
     ...c,
     ...(c.store !== undefined ? { store: resolve(base, c.store) } : {}),
-    ...(c.allowPath !== undefined ? { allowPath: c.allowPath.map(p => resolve(base, p)) } : {})
+    ...(c.allowPath !== undefined ? { allowPath: c.allowPath.map(p => resolve(base, p)) } : {}),
+    ...(c.plugins !== undefined ? { plugins: c.plugins.map(p => withDirs(p, base)) } : {})
   }
+}
+
+/** A portable disk's directory in a config file is relative to the file too. */
+function withDirs (spec: PluginSpec, base: string): PluginSpec {
+  if (spec.type === 'multipath') return { ...spec, paths: spec.paths.map(p => p.type === 'portable' && p.dir !== undefined ? { ...p, dir: resolve(base, p.dir) } : p) }
+  return spec.type === 'portable' && spec.dir !== undefined ? { ...spec, dir: resolve(base, spec.dir) } : spec
 }
 
 /** Checks every setting before anything listens, so a typo is ERR_INVALID_CONFIG, exit 2. */
@@ -61,5 +71,6 @@ export async function agentOptionsFrom (c: AgentConfig): Promise<AgentOptions> {
   if (c.store !== undefined) options.storeDir = resolve(c.store)
   if (c.allowPath !== undefined && c.allowPath.length > 0) options.allowedRoots = c.allowPath.map(p => resolve(p))
   if (c.chunker !== undefined) options.chunker = parseChunkerSpec(c.chunker)
+  if (c.plugins !== undefined) options.pipeline = c.plugins
   return options
 }

@@ -13,6 +13,8 @@
 import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { mkdir } from 'node:fs/promises'
+import { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { join } from 'node:path'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { JWK } from 'jose'
@@ -25,6 +27,7 @@ import { parseOid } from '../core/naming.ts'
 import type { ByteRange } from '../core/range.ts'
 import { type AccessClaims, parseLockerName, publicKeyFrom, type ResourceClaims, TokenVerifier, type TokenOp, verifyAdminToken } from '../core/tokens.ts'
 import { answerChallenge, type Challenge, newChallenge, parseChallenge, sameAnswer } from '../core/proof.ts'
+import { encodeDescriptor, encodeManifestHead, MANIFEST_TYPE } from '../core/wire.ts'
 import { abortOnClose, createHttpServer, type ListenAddress, listen, parseListen, rangeOf, urlOf } from '../agent/http.ts'
 import { PeerPlugin } from '../agent/plugins/peer.ts'
 import { putObject } from '../agent/put.ts'
@@ -122,6 +125,8 @@ const DEFAULT_CONNECTIONS = 4096
  * last ones from the others (slots cannot be taken back once given, unlike bandwidth).
  */
 const SLOTS_OPEN_SHARE = 0.9
+/** While an object whose manifest was asked is still arriving, a blank line this often keeps the answer alive. */
+const MANIFEST_KEEPALIVE_MS = 1000
 
 function checkCapacity (c: Partial<Capacity>): void {
   for (const [k, v] of Object.entries(c)) {
@@ -544,7 +549,8 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     })
   })
 
-  async function serveObject (request: FastifyRequest, reply: FastifyReply, head: boolean): Promise<void> {
+  /** A read of `…/lockers/{locker}/objects/{oid}…`: the object, once the request's token allows it. */
+  async function readRequest (request: FastifyRequest): Promise<{ locker: string, oid: string, known: NonNullable<ReturnType<typeof readable>>, grant: Awaited<ReturnType<typeof authorize>> }> {
     const params = request.params as { locker: string, oid: string }
     const locker = parseLockerName(params.locker)
     const oid = parseOid(params.oid)
@@ -552,8 +558,13 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     // answers the token's error first, so its existence is not told to those without access.
     const known = readable(locker, oid)
     const grant = await authorize(request, locker, 'read', oid, known?.seq ?? undefined)
-    const { resource } = grant
     if (known === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}`)
+    return { locker, oid, known, grant }
+  }
+
+  async function serveObject (request: FastifyRequest, reply: FastifyReply, head: boolean): Promise<void> {
+    const { locker, oid, known, grant } = await readRequest(request)
+    const { resource } = grant
     const { size } = known
     const etag = `"${oid}"`
     const headers: Record<string, string> = { etag, 'content-type': 'application/octet-stream' }
@@ -583,6 +594,36 @@ export async function createLockerServer (options: LockerServerOptions): Promise
   app.get('/v1/lockers/:locker/objects/:oid', { exposeHeadRoute: false }, async (request, reply) => { await serveObject(request, reply, false) })
   app.head('/v1/lockers/:locker/objects/:oid', async (request, reply) => { await serveObject(request, reply, true) })
 
+  // The object's manifest as the agents' peer API gives it (NDJSON, core/wire.ts), for readers
+  // that fetch its chunks by Range and verify each (the agent's locker plugin). The head carries
+  // the chunk count, so an object still arriving is described once it is complete; until then a
+  // blank line (which readers skip) now and then tells the reader this locker is still there.
+  app.get('/v1/lockers/:locker/objects/:oid/manifest', async (request, reply) => {
+    const { oid, known } = await readRequest(request)
+    const signal = AbortSignal.any([closing.signal, abortOnClose(reply)])
+    async function * text (): AsyncGenerator<string> {
+      const arriving = known.arrival?.obj.done(signal)
+      if (arriving !== undefined) {
+        let complete = false
+        arriving.then(() => { complete = true }, () => { complete = true })
+        while (!complete) {
+          yield '\n'
+          await Promise.race([arriving.catch(() => {}), sleep(MANIFEST_KEEPALIVE_MS, undefined, { signal })])
+        }
+        await arriving
+      }
+      const info = await store.stat(oid)
+      if (info === undefined) throw new NotFoundError(`the object ${oid} is no longer on this server`)
+      let out = encodeManifestHead({ oid, size: info.size, chunks: info.chunks })
+      for await (const d of store.manifest(oid, { signal })) {
+        out += encodeDescriptor(d)
+        if (out.length >= 64 * 1024) { yield out; out = '' }
+      }
+      yield out
+    }
+    return await reply.type(MANIFEST_TYPE).send(Readable.from(text(), { objectMode: false }))
+  })
+
   // Dedup, step 1: an uploader asks whether the bytes are here already; if they are, it gets a
   // challenge (nonce + random ranges) whose answer, sent as Berth-Proof on the PUT, links them.
   app.post('/v1/lockers/:locker/objects/:oid/challenge', async (request, reply) => {
@@ -604,12 +645,7 @@ export async function createLockerServer (options: LockerServerOptions): Promise
 
   // Dedup, the other side: this locker proves to another server that it holds an object.
   app.post('/v1/lockers/:locker/objects/:oid/proof', async (request) => {
-    const params = request.params as { locker: string, oid: string }
-    const locker = parseLockerName(params.locker)
-    const oid = parseOid(params.oid)
-    const known = readable(locker, oid)
-    await authorize(request, locker, 'read', oid, known?.seq ?? undefined)
-    if (known === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}`)
+    const { oid, known } = await readRequest(request)
     const c = parseChallenge(request.body, known.size ?? known.arrival!.obj.stored)
     return { proof: await answerFor(oid, known, c, closing.signal) }
   })

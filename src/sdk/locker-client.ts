@@ -12,7 +12,7 @@
 import { createReadStream } from 'node:fs'
 import { Readable } from 'node:stream'
 import type { JWK } from 'jose'
-import { request } from 'undici'
+import { type Dispatcher, request } from 'undici'
 import { answerChallenge, type Challenge } from '../core/proof.ts'
 import { errorFrom } from './agent-client.ts'
 
@@ -86,11 +86,28 @@ function headers (auth: LockerAuth, extra: Record<string, string> = {}): Record<
   return h
 }
 
+export interface LockerClientOptions {
+  /** undici dispatcher for every request (connection limits, connect/headers/body timeouts); default undici's global one */
+  dispatcher?: Dispatcher
+}
+
+/**
+ * The error of a non-2xx answer; out-of-resources answers (429/503) carry their Retry-After as
+ * `retryAfter` (seconds).
+ */
+async function failure (res: { statusCode: number, headers: Record<string, string | string[] | undefined>, body: { text: () => Promise<string> } }): Promise<Error> {
+  const err = await errorFrom(res.statusCode, res.body, 'locker')
+  const retryAfter = Number(res.headers['retry-after'])
+  return Number.isFinite(retryAfter) && retryAfter >= 0 ? Object.assign(err, { retryAfter }) : err
+}
+
 export class LockerClient {
   readonly url: string
+  private readonly dispatcher: Dispatcher | undefined
 
-  constructor (url: string) {
+  constructor (url: string, options: LockerClientOptions = {}) {
     this.url = url.replace(/\/+$/, '')
+    this.dispatcher = options.dispatcher
   }
 
   private objectUrl (locker: string, oid: string): string {
@@ -104,9 +121,10 @@ export class LockerClient {
       method,
       headers: body !== undefined && !raw ? { ...h, 'content-type': 'application/json' } : h,
       body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
-      signal
+      signal,
+      dispatcher: this.dispatcher
     })
-    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, res.body, 'locker')
+    if (res.statusCode >= 300) throw await failure(res)
     if (res.statusCode === 204) { await res.body.dump(); return undefined as T }
     return await res.body.json() as T
   }
@@ -189,24 +207,39 @@ export class LockerClient {
     }
   }
 
-  /** The object's bytes (or a range of them, inclusive) as a stream. */
-  async get (locker: string, oid: string, o: LockerAuth & { range?: { start: number, end?: number } }): Promise<{ stream: Readable, size: number, length: number }> {
+  /**
+   * The object's bytes (or a range of them, inclusive) as a stream. `range`: the bytes the answer
+   * carries when it is a range (an object still arriving without a known size comes whole).
+   */
+  async get (locker: string, oid: string, o: LockerAuth & { range?: { start: number, end?: number } }): Promise<{ stream: Readable, size: number, length: number, range?: { start: number, end: number } }> {
     const extra: Record<string, string> = {}
     if (o.range !== undefined) extra.range = `bytes=${o.range.start}-${o.range.end ?? ''}`
-    const res = await request(this.objectUrl(locker, oid), { method: 'GET', headers: headers(o, extra), signal: o.signal })
-    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, res.body, 'locker')
+    const res = await request(this.objectUrl(locker, oid), { method: 'GET', headers: headers(o, extra), signal: o.signal, dispatcher: this.dispatcher })
+    if (res.statusCode >= 300) throw await failure(res)
     const length = Number(res.headers['content-length'])
-    const range = res.headers['content-range']
-    const size = typeof range === 'string' ? Number(range.split('/')[1]) : length
-    return { stream: res.body as unknown as Readable, size, length }
+    const contentRange = res.headers['content-range']
+    const m = typeof contentRange === 'string' && res.statusCode === 206 ? /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(contentRange) : null
+    const size = typeof contentRange === 'string' ? Number(contentRange.split('/')[1]) : length
+    return { stream: res.body as unknown as Readable, size, length, range: m !== null ? { start: Number(m[1]), end: Number(m[2]) } : undefined }
+  }
+
+  /**
+   * The object's manifest as the agents' peer API gives it (NDJSON: a head line, then one
+   * descriptor per line; see core/wire.ts). For an object still arriving the head comes once it
+   * is complete; blank lines keep the answer alive meanwhile.
+   */
+  async manifest (locker: string, oid: string, o: LockerAuth): Promise<Readable> {
+    const res = await request(`${this.objectUrl(locker, oid)}/manifest`, { method: 'GET', headers: headers(o), signal: o.signal, dispatcher: this.dispatcher })
+    if (res.statusCode >= 300) throw await failure(res)
+    return res.body as unknown as Readable
   }
 
   /** The object's size, or undefined when the locker does not hold it. */
   async head (locker: string, oid: string, o: LockerAuth): Promise<{ size: number } | undefined> {
-    const res = await request(this.objectUrl(locker, oid), { method: 'HEAD', headers: headers(o), signal: o.signal })
+    const res = await request(this.objectUrl(locker, oid), { method: 'HEAD', headers: headers(o), signal: o.signal, dispatcher: this.dispatcher })
     await res.body.dump()
     if (res.statusCode === 404) return undefined
-    if (res.statusCode >= 300) throw await errorFrom(res.statusCode, { text: async () => '' }, 'locker')
+    if (res.statusCode >= 300) throw await failure({ ...res, body: { text: async () => '' } })
     return { size: Number(res.headers['content-length']) }
   }
 

@@ -23,7 +23,7 @@ export function registerAgent (program: Command): void {
     .option('--peer-listen <addr>', 'peer API address, HOST:PORT', '127.0.0.1:4651')
     .option('--advertise <host:port>', 'the peer address other agents should use (default: the bound one)')
     .option('--store <dir>', 'keep objects on disk in DIR (default: in memory, gone when the agent stops)')
-    .option('--config <file>', 'JSON file with the same settings: listen, peerListen, advertise, store, allowPath, chunker')
+    .option('--config <file>', 'JSON file with the same settings (listen, peerListen, advertise, store, allowPath, chunker) and the plugin pipeline (plugins)')
     .option('--allow-path <dir>', 'a directory `put` by path may read from (repeatable; default cwd, home, tmp)', collect)
     .option('--chunker <spec>', `default chunker: ${CHUNKER_HELP}`)
     .option('--json', 'print {url, peerUrl, hint, store} as one JSON line once listening')
@@ -41,7 +41,8 @@ export function registerAgent (program: Command): void {
         advertise: pick('advertise'),
         store: pick('store'),
         chunker: pick('chunker'),
-        allowPath: options.allowPath ?? file.allowPath
+        allowPath: options.allowPath ?? file.allowPath,
+        plugins: file.plugins
       }
       const signals = stopOnSignal(options.json === true)
       const agentOptions = await agentOptionsFrom(config)
