@@ -8,6 +8,7 @@
 import { realpath } from 'node:fs/promises'
 import { hostname, networkInterfaces } from 'node:os'
 import { isAbsolute, resolve, sep } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { BadRequestError, NotFoundError, PathNotAllowedError, UnsupportedSchemeError, toBerthError } from '../core/errors.ts'
@@ -140,6 +141,22 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
     return real
   }
 
+  /**
+   * A `file:` hint names a directory the agent will read (and watch): like `put ?path=`, only
+   * under the allowed roots or a configured portable disk — the local API has no authentication.
+   * The directory may not exist yet (a disk not yet mounted), so a missing path is judged as given.
+   */
+  async function checkFileHints (hints: Hint[]): Promise<void> {
+    const disks = plugins.standingHints().map(h => fileURLToPath(h.uri))
+    for (const h of hints) {
+      if (!h.uri.startsWith('file:')) continue
+      const given = fileURLToPath(h.uri)
+      const real = await realpath(given).catch(() => resolve(given))
+      const under = (root: string): boolean => real === root || real.startsWith(root.endsWith(sep) ? root : root + sep)
+      if (!roots.some(under) && !disks.some(under)) throw new PathNotAllowedError(`${h.uri} is outside the directories this agent may read (${[...roots, ...disks].join(', ')})`)
+    }
+  }
+
   /** Local API: applications ↔ agent. */
   function localRoutes (app: FastifyInstance): void {
     // Uploads are streamed into the chunker, never parsed or buffered.
@@ -172,6 +189,7 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
     app.get('/v1/objects/:oid', async (request, reply) => {
       const oid = parseOid((request.params as { oid: string }).oid)
       const hints = parseHints(request.query)
+      await checkFileHints(hints)
       const order = parseOrder(request.query)
       const rangeHeader = request.headers.range
       const signal = AbortSignal.any([closing.signal, abortOnClose(reply)])

@@ -93,6 +93,11 @@ export interface SourceGroupPlugin {
   readonly group: true
   manifest (oid: string, hints: readonly Hint[], o: PluginCallOptions): Promise<ManifestStream>
   chunks (wanted: readonly Descriptor[], hints: readonly Hint[], o: PluginCallOptions): AsyncIterable<ChunkResult>
+  /**
+   * How the core should batch for these hints: a plugin that spreads batches over several paths
+   * wants more, smaller ones, so a slow path holds up little. Undefined: the core's defaults.
+   */
+  batching? (hints: readonly Hint[]): { batchBytes: number, parallel: number } | undefined
   objectAdded? (object: AddedObject, store: ChunkStore): Hint[]
   readonly standingHints?: readonly Hint[]
   close? (): Promise<void>

@@ -108,14 +108,6 @@ interface HashRun { buffer: ArrayBufferLike, start: number, end: number, release
 const DEFAULT_WINDOW = 24 * 1024 * 1024
 const DEFAULT_BATCH = 4 * 1024 * 1024
 const DEFAULT_PARALLEL = 4
-/**
- * A multi-source plugin gets more, smaller batches: a batch completes only when its slowest
- * chunk has come, and with few large batches the fast paths would run dry waiting on a slow one
- * (and start borrowing mid-transfer). Its arenas have room for a batch twice over, for the
- * copies borrowing brings.
- */
-const GROUP_BATCH = 1024 * 1024
-const GROUP_PARALLEL = 12
 const MAX_BATCH_CHUNKS = 1024
 /**
  * Manifest descriptors read ahead of the cursor at most: 4096 chunks cover 256 MiB at the default
@@ -124,7 +116,7 @@ const MAX_BATCH_CHUNKS = 1024
 const MAX_AHEAD = 4096
 /** One arena per batch, from the process's pools of shared blocks (see core/blocks.ts). */
 const arenas = sharedBlocks(DEFAULT_BATCH)
-const groupArenas = sharedBlocks(2 * GROUP_BATCH)
+const smallArenas = sharedBlocks(2 * 1024 * 1024)
 
 /** Resolves waiters when the transfer's state changes. */
 class Signal {
@@ -190,10 +182,13 @@ export class Transfer {
       this.sources.push(source)
     }
     for (const g of groups.values()) if (g.hints.length > 1) g.uri = `${g.plugin.name}(${g.hints.map(h => h.uri).join(' ')})`
-    const grouped = groups.size > 0
-    this.batchBytes = options.batchBytes ?? (grouped ? GROUP_BATCH : DEFAULT_BATCH)
-    this.parallel = options.parallel ?? (grouped ? GROUP_PARALLEL : DEFAULT_PARALLEL)
-    this.arenas = grouped ? groupArenas : arenas
+    // A multi-source plugin spreading over several paths asks for more, smaller batches.
+    let batching: { batchBytes: number, parallel: number } | undefined
+    for (const g of groups.values()) if (isGroup(g.plugin)) batching ??= g.plugin.batching?.(g.hints)
+    this.batchBytes = options.batchBytes ?? batching?.batchBytes ?? DEFAULT_BATCH
+    this.parallel = options.parallel ?? batching?.parallel ?? DEFAULT_PARALLEL
+    // Arenas from the pool of the smallest block that holds a batch twice (room for borrowed copies).
+    this.arenas = this.batchBytes * 2 <= smallArenas.blockSize ? smallArenas : arenas
     // A fetched object can be fetched again: stored without fsync (verified on every read).
     this.writer = deps.store.openWriter({ durable: false })
     if (options.signal !== undefined) {

@@ -17,7 +17,7 @@ export const AgentConfigSchema = z.strictObject({
   allowPath: z.array(z.string()).optional(),
   chunker: z.string().optional(),
   /** the plugin pipeline (DOT §4.4; see src/agent/pipeline.ts); absent: the default */
-  plugins: z.array(PluginSpecSchema).max(64).optional()
+  plugins: z.array(PluginSpecSchema).min(1).max(64).optional()
 })
 export type AgentConfig = z.infer<typeof AgentConfigSchema>
 
@@ -71,6 +71,16 @@ export async function agentOptionsFrom (c: AgentConfig): Promise<AgentOptions> {
   if (c.store !== undefined) options.storeDir = resolve(c.store)
   if (c.allowPath !== undefined && c.allowPath.length > 0) options.allowedRoots = c.allowPath.map(p => resolve(p))
   if (c.chunker !== undefined) options.chunker = parseChunkerSpec(c.chunker)
-  if (c.plugins !== undefined) options.pipeline = c.plugins
+  if (c.plugins !== undefined) {
+    // Built once here, so what only a plugin can judge (a locker URI's port, export without a
+    // directory) is a config error before anything listens; the agent builds its own.
+    const { buildPipeline } = await import('../agent/pipeline.ts')
+    try {
+      await Promise.allSettled(buildPipeline(c.plugins).map(async p => await p.close?.()))
+    } catch (err) {
+      throw new InvalidConfigError(`plugins: ${toBerthError(err).message}`)
+    }
+    options.pipeline = c.plugins
+  }
   return options
 }

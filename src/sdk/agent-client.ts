@@ -37,6 +37,8 @@ export interface GetOptions {
   hints?: ReadonlyArray<Hint | string>
   /** bytes [start, end] inclusive */
   range?: { start: number, end?: number }
+  /** false: the agent may hold the get while lockers are busy or down rather than fall back to the peer (SAILOR) */
+  urgent?: boolean
   signal?: AbortSignal
 }
 
@@ -64,8 +66,10 @@ export async function errorFrom (statusCode: number, body: { text: () => Promise
   return fromStatus(new HttpStatusError(statusCode, code, message, who))
 }
 
-function hintParams (hints: GetOptions['hints']): string {
-  return (hints ?? []).map(h => 'hint=' + encodeURIComponent(typeof h === 'string' ? h : formatHint(h))).join('&')
+function getParams (o: Pick<GetOptions, 'hints' | 'urgent'>): string {
+  const params = (o.hints ?? []).map(h => 'hint=' + encodeURIComponent(typeof h === 'string' ? h : formatHint(h)))
+  if (o.urgent === false) params.push('urgent=0')
+  return params.join('&')
 }
 
 /** Whether the agent runs on this host, so a file path means the same file to it. */
@@ -193,7 +197,7 @@ export class AgentClient {
   async get (oid: string, o: GetOptions = {}): Promise<GetResult> {
     const headers: Record<string, string> = {}
     if (o.range !== undefined) headers.range = `bytes=${o.range.start}-${o.range.end ?? ''}`
-    const q = hintParams(o.hints)
+    const q = getParams(o)
     const { request, dispatcher } = await this.streaming()
     const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}${q !== '' ? '?' + q : ''}`, { headers, signal: o.signal, dispatcher })
     if (res.statusCode !== 200 && res.statusCode !== 206) throw await errorFrom(res.statusCode, res.body)
@@ -207,7 +211,7 @@ export class AgentClient {
    * applications that can place bytes themselves (e.g. write at offsets).
    */
   async * getAnyOrder (oid: string, o: GetOptions = {}): AsyncGenerator<{ offset: number, bytes: Uint8Array }> {
-    const q = hintParams(o.hints)
+    const q = getParams(o)
     const { request, dispatcher } = await this.streaming()
     const res = await request(`${this.url}/v1/objects/${encodeURIComponent(oid)}?order=any${q !== '' ? '&' + q : ''}`, { signal: o.signal, dispatcher })
     if (res.statusCode !== 200) throw await errorFrom(res.statusCode, res.body)
@@ -227,7 +231,7 @@ export class AgentClient {
   async getToFd (oid: string, fd: number, o: GetOptions & { onProgress?: (bytes: number, total: number) => void } = {}): Promise<{ size: number, length: number }> {
     const headers: Record<string, string> = {}
     if (o.range !== undefined) headers.range = `bytes=${o.range.start}-${o.range.end ?? ''}`
-    const q = hintParams(o.hints)
+    const q = getParams(o)
     const buffer = Buffer.allocUnsafeSlow(1024 * 1024)
     let received = 0
     let size = NaN

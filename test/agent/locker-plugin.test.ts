@@ -290,7 +290,7 @@ describe('locker plugin: puts to my locker, gets by SAILOR priority-req', () => 
     } finally { await w.stop() }
   })
 
-  it('a locker describes an object still arriving once it is whole, and keeps the answer alive meanwhile', async () => {
+  it('a locker describes an object still arriving once it is whole, and keeps the answer alive meanwhile for a held get; an urgent one moves on', async () => {
     const w = await world()
     try {
       const bytes = pseudoRandom(4 * MiB, 63)
@@ -313,9 +313,14 @@ describe('locker plugin: puts to my locker, gets by SAILOR priority-req', () => 
         while (sent < bytes.length / 2) await new Promise(resolve => setTimeout(resolve, 5))
         const hint = { uri: w.alice.uri, priority: 0, weight: 1 }
         const signal = AbortSignal.timeout(30_000)
-        const fetching = fetchWith(reader, oid, hint, { signal })
+        // Not urgent: an urgent get gives up on the still-arriving object after timeoutMs (next case).
+        const fetching = fetchWith(reader, oid, hint, { signal, urgent: false })
         fetching.catch(() => {})
         assert.equal(await within(fetching, 3000), 'pending', 'no manifest before the object is whole, and no timeout either')
+        // An urgent get does not wait on it: after timeoutMs it says so, and the core tries the next hint.
+        const t0 = Date.now()
+        await assert.rejects(reader.manifest(oid, hint, { signal }), (err: Error & { code?: string }) => err.code === 'ERR_SOURCE')
+        assert.ok(Date.now() - t0 < 10_000)
         release()
         await uploading
         assert.ok((await fetching).equals(bytes))

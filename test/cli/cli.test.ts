@@ -5,7 +5,7 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { toNi } from '../../src/core/naming.ts'
@@ -186,6 +186,34 @@ describe('berth CLI', { timeout: 180_000 }, () => {
       assert.equal(agent.hint, 'berth://example.test:9999')
       // A relative store path is taken relative to the config file.
       assert.ok((await stat(join(dir, 'store-config'))).isDirectory())
+    } finally {
+      assert.equal(await agent.stop(), 0)
+    }
+  })
+
+  it('agent --config plugins: the pipeline is composed from the file; a bad plugin spec is ERR_INVALID_CONFIG', async () => {
+    const bad = join(dir, 'bad-plugins.json')
+    await writeFile(bad, JSON.stringify({ plugins: [{ type: 'multipath', paths: [{ type: 'carrier-pigeon' }] }] }))
+    const r = await runBerth(['agent', '--config', bad])
+    assert.equal(r.code, 2)
+    assert.match(r.stderr, /^berth: ERR_INVALID_CONFIG: .*plugins/)
+    const noPaths = join(dir, 'no-paths.json')
+    await writeFile(noPaths, JSON.stringify({ plugins: [{ type: 'multipath', perPath: 0, paths: [] }] }))
+    assert.equal((await runBerth(['agent', '--config', noPaths])).code, 2)
+
+    const good = join(dir, 'plugins.json')
+    await writeFile(good, JSON.stringify({ plugins: [{ type: 'multipath', perPath: 4, borrow: false, paths: [{ type: 'peer' }, { type: 'portable', dir: 'usb' }] }] }))
+    await mkdir(join(dir, 'usb'), { recursive: true })
+    const agent = await startAgentProcess({ extra: ['--config', good] })
+    try {
+      const status = await (await fetch(`${agent.url}/v1/status`)).json() as { plugins: Array<{ name: string }> }
+      assert.deepEqual(status.plugins.map(p => p.name), ['multipath'])
+      // The portable disk (relative to the config file) is searched by a get with no hint at all.
+      const res = await fetch(`${agent.url}/v1/objects/${oidOf(Buffer.from('on no disk'))}`)
+      const body = await res.json() as { error: { code: string, message: string } }
+      assert.equal(res.status, 502, JSON.stringify(body))
+      assert.equal(body.error.code, 'ERR_NO_SOURCE')
+      assert.match(body.error.message, /usb/)
     } finally {
       assert.equal(await agent.stop(), 0)
     }

@@ -62,8 +62,8 @@ describe('multipath over two shaped links (network namespace)', { skip: unavaila
   })
 
   /** A receiving agent with an empty store for each case. */
-  async function withReceiver (fn: (receiver: Agent, client: AgentClient) => Promise<void>): Promise<void> {
-    const receiver = await startAgent()
+  async function withReceiver (fn: (receiver: Agent, client: AgentClient) => Promise<void>, options: Parameters<typeof startAgent>[0] = {}): Promise<void> {
+    const receiver = await startAgent(options)
     try { await fn(receiver, new AgentClient(receiver.url)) } finally { await receiver.stop() }
   }
 
@@ -123,5 +123,36 @@ describe('multipath over two shaped links (network namespace)', { skip: unavaila
       assert.ok(got.equals(data), 'the bytes are the object')
       assert.ok(after[1] - cutCounters![1] < 64 * 1024, 'nothing crossed link 1 while it was down')
     })
+  })
+
+  it('on very unequal links (10 + 1 mbit) an idle fast path borrows the slow one\'s tail; switched off, it does not', { timeout: 240_000 }, async () => {
+    const small = pseudoRandom(4 * MiB + 777, 78)
+    const file = join(tmp.dir, 'small.bin')
+    await writeFile(file, small)
+    const put = await host.run(process.execPath, [BIN, 'put', file, '--agent', `http://127.0.0.1:${SENDER_API}`, '--json'], 120_000)
+    assert.equal(put.code, 0, put.stderr)
+    const smallOid = (JSON.parse(put.stdout) as { oid: string }).oid
+    await host.setRate(0, '10mbit')
+    await host.setRate(1, '1mbit')
+    try {
+      const seen: Record<string, { ms: number, borrowed: number }> = {}
+      for (const borrow of [true, false]) {
+        await withReceiver(async (receiver, client) => {
+          const t0 = performance.now()
+          const got = await readAll((await client.get(smallOid, { hints })).stream)
+          const ms = performance.now() - t0
+          assert.ok(got.equals(small), 'the bytes are the object')
+          const plugins = (await (await fetch(`${receiver.url}/v1/status`)).json()).plugins as Array<{ name: string, stats?: { borrowed: number, duplicates: number } }>
+          const stats = plugins.find(p => p.name === 'multipath')!.stats!
+          seen[String(borrow)] = { ms, borrowed: stats.borrowed }
+          log(`10 + 1 mbit, borrowing ${borrow ? 'on' : 'off'}: ${mib(small.length)} in ${(ms / 1000).toFixed(2)} s; ${JSON.stringify(stats)}`)
+        }, { pipeline: [{ type: 'multipath', borrow, paths: [{ type: 'peer' }] }] })
+      }
+      assert.ok(seen.true.borrowed > 0, 'the fast path borrowed from the slow one')
+      assert.equal(seen.false.borrowed, 0)
+    } finally {
+      await host.setRate(0, '40mbit')
+      await host.setRate(1, '40mbit')
+    }
   })
 })

@@ -89,6 +89,8 @@ interface Job { oid: string, size: number, store: ChunkStore }
 
 /** How often a relay's progress is asked of my locker while a read waits on it. */
 const POLL_MS = 100
+/** the least wait after a Retry-After, however small it says */
+const RETRY_FLOOR_MS = 100
 /** Gets of one object through one locker are remembered this long after their last request. */
 const SESSION_MS = 60_000
 
@@ -335,7 +337,8 @@ export class LockerPlugin implements TransferPlugin {
     const e = toBerthError(err)
     const status = statusOf(err)
     const retryAfter = retryAfterOf(err)
-    const ms = retryAfter !== undefined ? Math.min(retryAfter * 1000, this.holdMs) : this.downMs
+    // A `Retry-After: 0` must not become a tight loop: at least RETRY_FLOOR_MS.
+    const ms = retryAfter !== undefined ? Math.max(RETRY_FLOOR_MS, Math.min(retryAfter * 1000, this.holdMs)) : this.downMs
     const error = new SourceError(`locker ${l.uri}: ${e.message}`, { cause: err })
     const now = Date.now()
     if (this.down.size > 1000) for (const [k, d] of this.down) if (d.until <= now) this.down.delete(k)
@@ -357,11 +360,29 @@ export class LockerPlugin implements TransferPlugin {
     const why = errors.map(e => toBerthError(e).message).join('; ')
     if (o.urgent !== false) throw new SourceError(`no locker could give ${oid} (${la.uri}): ${why}`)
     this.counts.holds++
-    const wait = Math.min(this.holdMs, ...errors.map(e => retryAfterOf(e) !== undefined ? retryAfterOf(e)! * 1000 : this.holdMs))
+    const wait = Math.max(RETRY_FLOOR_MS, Math.min(this.holdMs, ...errors.map(e => retryAfterOf(e) !== undefined ? retryAfterOf(e)! * 1000 : this.holdMs)))
     try { await sleep(wait, undefined, { signal: o.signal }) } catch (err) { throw new AbortedError('aborted while held', { cause: err }) }
   }
 
   async manifest (oid: string, hint: Hint, o: PluginCallOptions): Promise<ManifestStream> {
+    if (o.urgent === false) return await this.manifestHeld(oid, hint, o)
+    // An urgent get does not wait on a locker still receiving the object (its manifest answer
+    // idles until then): after timeoutMs the next hint is tried. Cleared once the head is in,
+    // so the descriptors that follow are not cut off.
+    const deadline = new AbortController()
+    const timer = setTimeout(() => deadline.abort(new SourceError(`${hint.uri}: no manifest within ${this.timeoutMs} ms`)), this.timeoutMs)
+    try {
+      return await this.manifestHeld(oid, hint, { ...o, signal: AbortSignal.any([o.signal, deadline.signal]) })
+    } catch (err) {
+      // Our deadline, not the caller's abort: a source failure the core moves on from.
+      if (deadline.signal.aborted && !o.signal.aborted) throw deadline.signal.reason
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  private async manifestHeld (oid: string, hint: Hint, o: PluginCallOptions): Promise<ManifestStream> {
     const la = this.peerLocker(hint)
     for (let fresh = false; ; fresh = true) {
       const errors: unknown[] = []

@@ -42,6 +42,25 @@ const REST_MS = 1000
 const MAX_REST_MS = 30_000
 /** A path alone at its level gets requests of up to this many chunks (the core's batch bound). */
 const SOLO_REQUEST = 1024
+/**
+ * With several paths at one level the core is asked for more, smaller batches: a batch completes
+ * only when its slowest chunk has come, and with four 4 MiB batches the fast paths would run dry
+ * waiting on a slow one (and borrow mid-transfer, fetching chunks twice). One path alone keeps
+ * the core's large batches (measured: 1 MiB batches cost a loopback get ~45%).
+ */
+const SPREAD_BATCHING = { batchBytes: 1024 * 1024, parallel: 12 }
+
+/** Errors that say this object or these credentials, not the path, are the problem. */
+const OBJECT_FAULTS = new Set(['ERR_NOT_FOUND', 'ERR_TOKEN_MISSING', 'ERR_TOKEN_INVALID', 'ERR_TOKEN_EXPIRED', 'ERR_TOKEN_REVOKED', 'ERR_TOKEN_SCOPE'])
+
+function objectFault (err: unknown): boolean {
+  for (let e = err, depth = 0; e !== undefined && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const { code, status } = e as { code?: unknown, status?: unknown }
+    if (typeof code === 'string' && OBJECT_FAULTS.has(code)) return true
+    if (typeof status === 'number' && (status === 401 || status === 403 || status === 404)) return true
+  }
+  return false
+}
 
 /** Health of one path, shared by every get that uses it. */
 interface PathHealth { failures: number, restUntil: number }
@@ -104,7 +123,12 @@ export class MultipathPlugin implements SourceGroupPlugin {
         if (sub.match !== undefined && !hint.uri.startsWith(sub.match)) return
         const key = `${i} ${hint.uri}`
         let health = this.health.get(key)
-        if (health === undefined) { health = { failures: 0, restUntil: 0 }; this.health.set(key, health) }
+        if (health === undefined) {
+          // Hints come from clients: forget paths in good health before the map grows large.
+          if (this.health.size >= 4096) for (const [k, h] of this.health) if (h.failures === 0 || h.restUntil < Date.now()) this.health.delete(k)
+          health = { failures: 0, restUntil: 0 }
+          this.health.set(key, health)
+        }
         out.push({ key, sub, hint, health, outstanding: new Set(), failed: false })
       })
     }
@@ -120,11 +144,16 @@ export class MultipathPlugin implements SourceGroupPlugin {
     return s
   }
 
-  /** @internal a path failed or lied: dropped for the get, rested for the others */
+  /**
+   * @internal a path failed or lied: dropped for the get; rested for the others too when the
+   * fault is the path's (unreachable, 5xx, bad bytes), not this object's or these credentials'
+   * (404, 401/403: the next get may well find it there).
+   */
   failPath (path: Path, err: unknown): void {
     if (path.failed) return
     path.failed = true
     path.error = err
+    if (objectFault(err)) return
     path.health.failures++
     path.health.restUntil = Date.now() + Math.min(MAX_REST_MS, REST_MS * 2 ** (path.health.failures - 1))
   }
@@ -151,6 +180,12 @@ export class MultipathPlugin implements SourceGroupPlugin {
 
   chunks (wanted: readonly Descriptor[], hints: readonly Hint[], o: PluginCallOptions): AsyncIterable<ChunkResult> {
     return this.session(hints, o.session).call(wanted, o)
+  }
+
+  batching (hints: readonly Hint[]): { batchBytes: number, parallel: number } | undefined {
+    const network = this.paths(hints).filter(p => p.sub.plugin.opportunistic !== true)
+    const best = network[0]?.hint.priority
+    return network.filter(p => p.hint.priority === best).length > 1 ? SPREAD_BATCHING : undefined
   }
 
   objectAdded (object: AddedObject, store: ChunkStore): Hint[] {
@@ -207,11 +242,15 @@ class Session {
       for (const r of reqs) if (!r.done) { r.done = true; for (const p of r.on) p.outstanding.delete(r); r.on.clear() }
       this.pending = this.pending.filter(r => r.call !== call)
       call.controller.abort(new AbortedError('batch finished'))
+      // Its copies still running (borrowed, patient) write into the batch's arena: the core may
+      // reuse that memory once this returns, so they must have stopped.
+      await Promise.allSettled([...call.tasks])
       this.pump()
     }
   }
 
-  private enqueue (reqs: Req[]): void {
+  private enqueue (all: Req[]): void {
+    const reqs = all.filter(r => !r.call.controller.signal.aborted)
     if (reqs.length === 0) return
     const last = this.pending.at(-1)
     this.pending.push(...reqs)
@@ -267,13 +306,13 @@ class Session {
     // Requests no path can serve any more: lacking everywhere (answered so), or every path failed.
     const keep: Req[] = []
     for (const r of this.pending) {
-      if (r.done || r.call.failure !== undefined) continue
+      if (r.done || r.call.failure !== undefined || r.call.controller.signal.aborted) continue
       if (this.eligible(r).length > 0) { keep.push(r); continue }
       const left = this.network.filter(p => !p.failed)
       if (left.length > 0 && left.every(p => r.lacking.has(p))) {
-        // Unless a patient disk may still bring it, every live path says it lacks it.
-        if (this.patient.length > 0 && this.patient.some(p => !p.failed)) keep.push(r)
-        else this.answer(r, undefined)
+        // Every live path lacks it: said so now (a disk that may turn up is no reason to hang;
+        // whatever it brings first still wins while the batch lasts).
+        this.answer(r, undefined)
         continue
       }
       r.call.failure = new NoSourceError(`no path left for chunk ${r.d.cid}`, this.network.map(p => p.error ?? new SourceError(`${p.hint.uri} lacks chunk ${r.d.cid}`)))
@@ -283,7 +322,9 @@ class Session {
     for (const path of this.network) {
       if (path.failed) continue
       for (;;) {
-        const solo = this.pending.length > 0 && this.eligible(this.pending[0]).length === 1
+        // A path alone at its level for the next chunk it may take gets whole batches.
+        const next = this.pending.find(r => this.eligible(r).includes(path))
+        const solo = next !== undefined && this.eligible(next).length === 1
         const limit = solo ? SOLO_REQUEST : perPath
         const room = limit - path.outstanding.size
         // Refill in halves: a request of one chunk per answered chunk would cost a round trip each.
@@ -339,7 +380,7 @@ class Session {
       for (const r of list) { r.on.add(path); path.outstanding.add(r) }
       this.owner.stats.requested += list.length
       this.subs.add(sub)
-      void this.runSub(sub, AbortSignal.any([call.controller.signal, controller.signal]))
+      call.track(this.runSub(sub, AbortSignal.any([call.controller.signal, controller.signal])))
     }
   }
 
@@ -356,6 +397,8 @@ class Session {
         path.outstanding.delete(r)
         if (got.bytes === undefined) r.lacking.add(path)
         else { path.health.failures = 0; this.answer(r, got.bytes, path) }
+        // Room on this path: refilled at half mid-request, not only when a request ends.
+        this.pump()
       }
       for (const r of reqs) if (!seen.has(r) && !r.done) r.lacking.add(path)
     } catch (err) {
@@ -375,7 +418,7 @@ class Session {
     for (const path of this.patient) {
       if (path.failed) continue
       const byCid = new Map(reqs.map(r => [r.d.cid, r]))
-      void (async () => {
+      call.track((async () => {
         try {
           for await (const got of path.sub.plugin.chunks(reqs.map(r => r.d), path.hint, { signal: call.controller.signal, alloc: call.o.alloc, patient: true, urgent: call.o.urgent, oid: call.o.oid })) {
             if (path.failed) break
@@ -385,8 +428,11 @@ class Session {
         } catch (err) {
           // A disk that fails is simply not used; the network paths carry on.
           if (!call.controller.signal.aborted) this.owner.failPath(path, err)
+        } finally {
+          this.pump()
+          call.notify()
         }
-      })()
+      })())
     }
   }
 }
@@ -397,7 +443,13 @@ class Call {
   remaining = 0
   failure: Error | undefined
   readonly controller = new AbortController()
+  /** its sub-requests and patient reads still running */
+  readonly tasks = new Set<Promise<void>>()
   wake: (() => void) | undefined
   constructor (readonly o: PluginCallOptions) {}
+  track (task: Promise<void>): void {
+    this.tasks.add(task)
+    task.finally(() => this.tasks.delete(task)).catch(() => {})
+  }
   notify (): void { const w = this.wake; this.wake = undefined; w?.() }
 }

@@ -412,7 +412,7 @@ export class PortablePlugin implements TransferPlugin {
         if (this.options.onExportError !== undefined) this.options.onExportError(e, object.oid)
         else process.emitWarning(`portable: copying ${object.oid} to ${this.dir!} failed: ${e.message}`, { code: 'BERTH_PORTABLE_EXPORT' })
       }
-    })
+    }).catch(() => {}) // a throwing onExportError must not stop later copies (or crash the agent)
     // The disk's path on a receiver is not known here: no hint.
     return []
   }

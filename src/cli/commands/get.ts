@@ -7,7 +7,7 @@ import { parseOid } from '../../core/naming.ts'
 import { AgentClient } from '../../sdk/agent-client.ts'
 import { UsageError, action, agentUrl, collect, formatBytes, printJson, progressBar, type JsonOption, type Progress } from '../output.ts'
 
-interface GetOptions extends JsonOption { hint?: string[], output?: string, agent?: string, order?: 'ordered' | 'any' }
+interface GetOptions extends JsonOption { hint?: string[], output?: string, agent?: string, order?: 'ordered' | 'any', urgent?: boolean }
 
 export function registerGet (program: Command): void {
   program.command('get')
@@ -17,6 +17,7 @@ export function registerGet (program: Command): void {
     .option('-o, --output <file>', 'write to FILE, created only once the whole object verified (- or absent: stdout)')
     .option('--agent <url>', 'the agent\'s local API (default $BERTH_AGENT or http://127.0.0.1:4650)')
     .addOption(new Option('--order <order>', 'any: write chunks at their offsets as they arrive (needs -o FILE)').choices(['ordered', 'any']))
+    .option('--no-urgent', 'may wait for busy or down lockers rather than fall back to the peer itself (SAILOR)')
     .option('--json', 'print {oid, size, path} as JSON (needs -o FILE)')
     .action(action(async (oidText: string, options: GetOptions) => {
       const oid = parseOid(oidText)
@@ -29,7 +30,7 @@ export function registerGet (program: Command): void {
       try {
         if (toStdout) {
           // Straight from the socket to fd 1 (see AgentClient.getToFd).
-          await client.getToFd(oid, 1, { hints, onProgress: (n, total) => { bar ??= progressBar('get', total, options); bar.update(n) } })
+          await client.getToFd(oid, 1, { hints, urgent: options.urgent, onProgress: (n, total) => { bar ??= progressBar('get', total, options); bar.update(n) } })
           return
         }
         const path = resolve(options.output!)
@@ -41,6 +42,7 @@ export function registerGet (program: Command): void {
         } else {
           ({ size } = await client.getToFile(oid, path, {
             hints,
+            urgent: options.urgent,
             onProgress: (n, total) => { bar ??= progressBar('get', total, options); bar.update(n) }
           }))
         }
