@@ -11,6 +11,7 @@
  * Without a `plugins` list the agent runs DEFAULT_PIPELINE: one multipath plugin over every kind,
  * so hints of several kinds work together in one get.
  */
+import { isIP } from 'node:net'
 import { z } from 'zod'
 import type { AnyPlugin, TransferPlugin } from './plugin.ts'
 import { HttpPlugin } from './plugins/http.ts'
@@ -23,7 +24,7 @@ const match = z.string().min(1).max(2048).optional()
 const timeoutMs = z.number().int().min(100).max(3_600_000).optional()
 const connections = z.number().int().min(1).max(64).optional()
 
-const PeerSpec = z.strictObject({ type: z.literal('peer'), localAddress: z.string().optional(), connections, timeoutMs, match })
+const PeerSpec = z.strictObject({ type: z.literal('peer'), localAddress: z.string().refine(a => isIP(a) !== 0, 'an IP address of this host').optional(), connections, timeoutMs, match })
 const HttpSpec = z.strictObject({ type: z.literal('http'), connections, timeoutMs, match })
 const PortableSpec = z.strictObject({
   type: z.literal('portable'),
