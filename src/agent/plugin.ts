@@ -64,6 +64,8 @@ export interface TransferPlugin {
   manifest (oid: string, hint: Hint, o: PluginCallOptions): Promise<ManifestStream>
   /** Results in any order; a wanted chunk the source lacks comes back with `bytes: undefined`. */
   chunks (wanted: readonly Descriptor[], hint: Hint, o: PluginCallOptions): AsyncIterable<ChunkResult>
+  /** whether it has a way to this hint (default: every hint of its schemes) */
+  serves? (hint: Hint): boolean
   /**
    * Pushing plugins (DOT's register_push): told of every object put on this agent, e.g. to copy
    * it to a portable disk or upload it to the owner's locker. Work runs in the background (close
@@ -93,6 +95,8 @@ export interface SourceGroupPlugin {
   readonly group: true
   manifest (oid: string, hints: readonly Hint[], o: PluginCallOptions): Promise<ManifestStream>
   chunks (wanted: readonly Descriptor[], hints: readonly Hint[], o: PluginCallOptions): AsyncIterable<ChunkResult>
+  /** whether it has a way to this hint (default: every hint of its schemes) */
+  serves? (hint: Hint): boolean
   /**
    * How the core should batch for these hints: a plugin that spreads batches over several paths
    * wants more, smaller ones, so a slow path holds up little. Undefined: the core's defaults.
@@ -125,25 +129,23 @@ export async function manifestFromBody (body: AsyncIterable<Uint8Array> & { dest
 
 /**
  * The agent's plugin pipeline: chooses the plugin for a hint by its URI scheme (the first
- * plugin that names a scheme serves it), and tells every pushing plugin of new objects.
+ * plugin that names the scheme and takes the hint), and tells every pushing plugin of new objects.
  */
 export class PluginRegistry {
-  private readonly bySchemes = new Map<string, AnyPlugin>()
-  readonly plugins: readonly AnyPlugin[]
-  constructor (plugins: readonly AnyPlugin[] = []) {
-    this.plugins = plugins
-    for (const p of plugins) for (const s of p.schemes) if (!this.bySchemes.has(s)) this.bySchemes.set(s, p)
-  }
+  constructor (readonly plugins: readonly AnyPlugin[] = []) {}
 
   for (hint: Hint): AnyPlugin {
     const scheme = hint.uri.slice(0, hint.uri.indexOf(':') + 1)
-    const p = this.bySchemes.get(scheme)
-    if (p === undefined) throw new UnsupportedSchemeError(`no transfer plugin serves ${scheme} hints here`)
+    // The first plugin naming the scheme that takes this hint (a multipath whose paths all
+    // `match` other hosts passes it on).
+    const p = this.plugins.find(p => p.schemes.includes(scheme) && (p.serves?.(hint) ?? true))
+    if (p === undefined) throw new UnsupportedSchemeError(`no transfer plugin serves ${scheme} hints${this.plugins.some(p => p.schemes.includes(scheme)) ? ' like this one' : ''} here`)
     return p
   }
 
   has (hint: Hint): boolean {
-    return this.bySchemes.has(hint.uri.slice(0, hint.uri.indexOf(':') + 1))
+    const scheme = hint.uri.slice(0, hint.uri.indexOf(':') + 1)
+    return this.plugins.some(p => p.schemes.includes(scheme) && (p.serves?.(hint) ?? true))
   }
 
   /** Hints every get may use besides its own (configured portable disks). */

@@ -182,6 +182,10 @@ export class MultipathPlugin implements SourceGroupPlugin {
     return this.session(hints, o.session).call(wanted, o)
   }
 
+  serves (hint: Hint): boolean {
+    return this.paths([hint]).length > 0
+  }
+
   batching (hints: readonly Hint[]): { batchBytes: number, parallel: number } | undefined {
     const network = this.paths(hints).filter(p => p.sub.plugin.opportunistic !== true)
     const best = network[0]?.hint.priority

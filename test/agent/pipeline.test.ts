@@ -1,0 +1,41 @@
+/** The plugin pipeline as a config composes it: which plugin takes which hint. */
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { buildPipeline, PluginSpecSchema } from '../../src/agent/pipeline.ts'
+import { PluginRegistry } from '../../src/agent/plugin.ts'
+import { parseHint } from '../../src/core/hints.ts'
+
+describe('plugin pipeline', () => {
+  it('the default is one multipath plugin serving every hint scheme', async () => {
+    const registry = new PluginRegistry(buildPipeline(undefined))
+    try {
+      for (const h of ['berth://10.0.0.1:4651', 'http://mirror.example/x', 'file:///media/usb', 'locker://isp.example:4660/bob']) {
+        assert.equal(registry.for(parseHint(h)).name, 'multipath', h)
+      }
+    } finally { await registry.close() }
+  })
+
+  it('a multipath whose paths match other hosts passes a hint on to the next plugin naming its scheme', async () => {
+    const specs = [
+      { type: 'multipath', paths: [{ type: 'peer', localAddress: '10.0.1.1', match: 'berth://10.0.1.' }, { type: 'peer', localAddress: '10.0.2.1', match: 'berth://10.0.2.' }] },
+      { type: 'peer' }
+    ].map(s => PluginSpecSchema.parse(s))
+    const registry = new PluginRegistry(buildPipeline(specs))
+    try {
+      assert.equal(registry.for(parseHint('berth://10.0.2.7:4651')).name, 'multipath')
+      assert.equal(registry.for(parseHint('berth://127.0.0.1:4651')).name, 'peer')
+      assert.equal(registry.has(parseHint('http://mirror.example/x')), false)
+      assert.throws(() => registry.for(parseHint('http://mirror.example/x')), (err: Error & { code?: string }) => err.code === 'ERR_UNSUPPORTED_SCHEME')
+    } finally { await registry.close() }
+  })
+
+  it('refuses specs it cannot build', () => {
+    for (const bad of [
+      { type: 'multipath', paths: [] },
+      { type: 'multipath', perPath: 0, paths: [{ type: 'peer' }] },
+      { type: 'peer', localAddress: 'not-an-address' },
+      { type: 'locker', mine: { uri: 'http://not-a-locker', token: 't' } },
+      { type: 'carrier-pigeon' }
+    ]) assert.equal(PluginSpecSchema.safeParse(bad).success, false, JSON.stringify(bad))
+  })
+})
