@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander'
 import { registerAgent } from './commands/agent.ts'
+import { registerAlto } from './commands/alto.ts'
 import { registerCp } from './commands/cp.ts'
 import { registerDistribute } from './commands/distribute.ts'
 import { registerGet } from './commands/get.ts'
@@ -37,6 +38,7 @@ export function buildProgram (): Command {
   registerCp(program)
   registerLocker(program)
   registerDistribute(program)
+  registerAlto(program)
   return program
 }
 

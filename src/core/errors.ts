@@ -34,6 +34,12 @@ export class PathNotAllowedError extends define('ERR_PATH_NOT_ALLOWED', 403) {}
 export class NotFoundError extends define('ERR_NOT_FOUND', 404) {}
 export class HashMismatchError extends define('ERR_HASH_MISMATCH', 409) {}
 export class TooLargeError extends define('ERR_TOO_LARGE', 413) {}
+/** The request's Accept header admits none of the media types the resource answers with (406). */
+export class NotAcceptableError extends define('ERR_NOT_ACCEPTABLE', 406) {}
+/** A request body in a media type the resource does not accept (415). */
+export class UnsupportedMediaTypeError extends define('ERR_UNSUPPORTED_MEDIA_TYPE', 415) {}
+/** A resource that exists but not for this method (405; the answer lists the allowed ones). */
+export class MethodNotAllowedError extends define('ERR_METHOD_NOT_ALLOWED', 405) {}
 export class UnsupportedSchemeError extends define('ERR_UNSUPPORTED_SCHEME', 400) {}
 /** Every source was tried and none delivered; `errors` says why each failed. */
 export class NoSourceError extends BerthError {
@@ -79,6 +85,24 @@ export class OverloadedError extends define('ERR_OVERLOADED', 503) {
   constructor (message: string, retryAfter = 1, options?: { cause?: unknown }) {
     super(message, options)
     this.retryAfter = retryAfter
+  }
+}
+
+/**
+ * An ALTO request refused (RFC 7285 §8.5.2), on the server and as a client sees it: `altoCode`
+ * is the protocol's code (E_SYNTAX, E_MISSING_FIELD, E_INVALID_FIELD_TYPE, E_INVALID_FIELD_VALUE),
+ * `field` the JSON path at fault and `value` what was there (400).
+ */
+export class AltoRequestError extends BerthError {
+  static readonly code = 'ERR_ALTO_REQUEST'
+  readonly altoCode: string
+  readonly field: string | undefined
+  readonly value: unknown
+  constructor (altoCode: string, message: string, o: { field?: string, value?: unknown, cause?: unknown } = {}) {
+    super('ERR_ALTO_REQUEST', message, 400, { cause: o.cause })
+    this.altoCode = altoCode
+    this.field = o.field
+    this.value = o.value
   }
 }
 

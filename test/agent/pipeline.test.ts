@@ -39,3 +39,32 @@ describe('plugin pipeline', () => {
     ]) assert.equal(PluginSpecSchema.safeParse(bad).success, false, JSON.stringify(bad))
   })
 })
+
+describe('peer plugin bound to a local address', () => {
+  it('both its manifest and its chunk connections leave from that address', async () => {
+    const { createServer } = await import('node:http')
+    const { PeerPlugin } = await import('../../src/agent/plugins/peer.ts')
+    const seen: string[] = []
+    const server = createServer((req, res) => {
+      seen.push(`${req.method ?? ''} ${req.socket.remoteAddress ?? ''}`)
+      req.resume()
+      if (req.method === 'POST') { res.writeHead(200, { 'content-type': 'application/vnd.berth.chunks' }); res.end(); return }
+      res.writeHead(404, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ error: { code: 'ERR_NOT_FOUND', message: 'not here' } }))
+    })
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    const port = (server.address() as { port: number }).port
+    const plugin = new PeerPlugin({ localAddress: '127.0.0.9' })
+    try {
+      const hint = parseHint(`berth://127.0.0.1:${port}`)
+      const oid = 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku'
+      await assert.rejects(plugin.manifest(oid, hint, { signal: AbortSignal.timeout(5000) }))
+      const d = { cid: oid, offset: 0, length: 1 }
+      for await (const r of plugin.chunks([d], hint, { signal: AbortSignal.timeout(5000) })) assert.equal(r.bytes, undefined)
+      assert.deepEqual(seen, ['GET 127.0.0.9', 'POST 127.0.0.9'])
+    } finally {
+      await plugin.close()
+      server.close()
+    }
+  })
+})

@@ -53,7 +53,8 @@ export class PeerPlugin implements TransferPlugin {
         pipelining: 1,
         headersTimeout: timeout,
         bodyTimeout: timeout,
-        connect: this.options.localAddress !== undefined ? { localAddress: this.options.localAddress } : undefined
+        // undici takes the source address here; inside `connect` it is silently ignored (checked).
+        localAddress: this.options.localAddress
       })
       this.pools.set(origin, pool)
     }
