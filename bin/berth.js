@@ -9,7 +9,7 @@ import { setFlagsFromString } from 'node:v8'
 // The long-running servers (`agent`, `start`, `locker serve`, `alto serve`) run differently from the
 // short-lived client commands.
 const [command, subcommand] = process.argv.slice(2)
-const daemon = command === 'agent' || command === 'start' || ((command === 'locker' || command === 'alto') && subcommand === 'serve')
+const daemon = command === 'agent' || command === 'start' || command === 'overlay' || ((command === 'locker' || command === 'alto') && subcommand === 'serve')
 
 // Short-lived client commands: undici's HTTP parser is WebAssembly, which V8 would also compile
 // with its optimizing tier in the background, and a process waits for that at exit (~75 ms per

@@ -63,6 +63,11 @@ export interface AgentOptions {
   pool?: HashPool
   /** collect process metrics (one agent per process) */
   processMetrics?: boolean
+  /**
+   * a registry of replicas (the overlay's DHT, src/overlay/registry.ts): a get with no hints for
+   * an object not stored here asks it where the object is (file: hints from it are ignored)
+   */
+  overlay?: { findReplicas (oid: string, options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<string[]> }
 }
 
 export interface Agent {
@@ -110,6 +115,20 @@ function parseUrgent (query: unknown): boolean {
 
 interface ChunkFrame extends SendPiece { cid: string, missing?: boolean }
 const NOTHING = new Uint8Array(0)
+
+/** Hints the overlay registry gives for oid (at most 2 s of looking); none when it fails. */
+async function overlayHints (overlay: NonNullable<AgentOptions['overlay']>, oid: string, signal: AbortSignal): Promise<Hint[]> {
+  let uris: string[]
+  try { uris = await overlay.findReplicas(oid, { signal, timeoutMs: 2000 }) } catch { return [] }
+  const hints: Hint[] = []
+  for (const uri of uris.slice(0, 64)) {
+    try {
+      const h = parseHint(uri)
+      if (new URL(h.uri).protocol !== 'file:') hints.push(h)
+    } catch {}
+  }
+  return uniqueHints(hints)
+}
 
 export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
   const pool = options.pool ?? sharedHashPool()
@@ -188,7 +207,7 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
 
     app.get('/v1/objects/:oid', async (request, reply) => {
       const oid = parseOid((request.params as { oid: string }).oid)
-      const hints = parseHints(request.query)
+      let hints = parseHints(request.query)
       await checkFileHints(hints)
       const order = parseOrder(request.query)
       const rangeHeader = request.headers.range
@@ -202,6 +221,8 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
         range = rangeOf(rangeHeader, size, reply)
         pieces = readStoredObject(store, oid, { range, signal })
       } else {
+        // No hint given: the overlay's registry may know where the object is.
+        if (hints.length === 0 && options.overlay !== undefined) hints = await overlayHints(options.overlay, oid, signal)
         // Configured portable disks are searched for every get, hinted or not.
         const standing = plugins.standingHints()
         if (hints.length === 0 && standing.length === 0) throw new NotFoundError(`${oid} is not stored here and no hint says where it is`)

@@ -11,6 +11,8 @@ import { registerDistribute } from './commands/distribute.ts'
 import { registerGet } from './commands/get.ts'
 import { registerLocker } from './commands/locker.ts'
 import { registerOid } from './commands/oid.ts'
+import { registerOverlay } from './commands/overlay.ts'
+import { registerPortal } from './commands/portal.ts'
 import { registerPut } from './commands/put.ts'
 import { registerStart } from './commands/start.ts'
 import { registerStatus } from './commands/status.ts'
@@ -39,6 +41,8 @@ export function buildProgram (): Command {
   registerLocker(program)
   registerDistribute(program)
   registerAlto(program)
+  registerOverlay(program)
+  registerPortal(program)
   return program
 }
 

@@ -163,6 +163,13 @@ function bearer (request: FastifyRequest): string | undefined {
   return m[1]
 }
 
+function queryToken (request: FastifyRequest): string | undefined {
+  const t = (request.query as Record<string, unknown> | undefined)?.token
+  if (t === undefined) return undefined
+  if (typeof t !== 'string' || t === '') throw new BadRequestError('token must be given once, as ?token=<access token>')
+  return t
+}
+
 function headerInt (request: FastifyRequest, name: string, max: number, min = 0): number | undefined {
   const v = request.headers[name]
   if (v === undefined) return undefined
@@ -285,7 +292,9 @@ export async function createLockerServer (options: LockerServerOptions): Promise
 
   /** The request's tokens, checked for `op` on `oid` of `locker`. */
   async function authorize (request: FastifyRequest, locker: string, op: TokenOp, oid?: string, seq?: number): Promise<{ access: AccessClaims, resource: ResourceClaims | undefined }> {
-    const token = bearer(request)
+    // A read may carry its access token as `?token=` instead: a browser that a portal redirects
+    // here (HTTP 302) cannot add an Authorization header to the request it follows the redirect with.
+    const token = bearer(request) ?? (op === 'read' ? queryToken(request) : undefined)
     const access = await verifier.access(token, { locker, op, oid, seq })
     const resourceHeader = request.headers['berth-resource']
     if (Array.isArray(resourceHeader)) throw new BadRequestError('one Berth-Resource header at most')
