@@ -31,6 +31,7 @@ import { readStoredObject } from './read.ts'
 import { type OutputPiece, Transfer } from './transfer.ts'
 import { abortOnClose, createHttpServer, type ListenAddress, listen, parseListen, rangeOf, urlOf } from './http.ts'
 import { sendPieces, type SendPiece } from './send.ts'
+import { type AgentOverlay, linkOverlay } from './overlay.ts'
 
 export interface AgentOptions {
   /** local API address; default 127.0.0.1:4650 (port 0 picks a free one) */
@@ -64,10 +65,12 @@ export interface AgentOptions {
   /** collect process metrics (one agent per process) */
   processMetrics?: boolean
   /**
-   * a registry of replicas (the overlay's DHT, src/overlay/registry.ts): a get with no hints for
-   * an object not stored here asks it where the object is (file: hints from it are ignored)
+   * an overlay node (src/overlay/registry.ts; see ./overlay.ts): a get with no hints for an
+   * object not stored here takes hints from recent object-available events, else asks the DHT
+   * (file: hints from either are ignored); with announceReplica/publish, every object put here
+   * or fetched by a get is announced as a replica and published as object-available
    */
-  overlay?: { findReplicas (oid: string, options?: { signal?: AbortSignal, timeoutMs?: number }): Promise<string[]> }
+  overlay?: AgentOverlay
 }
 
 export interface Agent {
@@ -116,20 +119,6 @@ function parseUrgent (query: unknown): boolean {
 interface ChunkFrame extends SendPiece { cid: string, missing?: boolean }
 const NOTHING = new Uint8Array(0)
 
-/** Hints the overlay registry gives for oid (at most 2 s of looking); none when it fails. */
-async function overlayHints (overlay: NonNullable<AgentOptions['overlay']>, oid: string, signal: AbortSignal): Promise<Hint[]> {
-  let uris: string[]
-  try { uris = await overlay.findReplicas(oid, { signal, timeoutMs: 2000 }) } catch { return [] }
-  const hints: Hint[] = []
-  for (const uri of uris.slice(0, 64)) {
-    try {
-      const h = parseHint(uri)
-      if (new URL(h.uri).protocol !== 'file:') hints.push(h)
-    } catch {}
-  }
-  return uniqueHints(hints)
-}
-
 export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
   const pool = options.pool ?? sharedHashPool()
   const ownsStore = options.store === undefined
@@ -146,6 +135,7 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
   let localAddress: ListenAddress = parseListen(options.listen ?? DEFAULT_LISTEN)
   let peerAddress: ListenAddress = parseListen(options.peerListen ?? DEFAULT_PEER_LISTEN)
   let selfHint: Hint = { uri: '', priority: 0, weight: 1 }
+  const overlay = options.overlay !== undefined ? linkOverlay(options.overlay, () => selfHint) : undefined
 
   async function allowedPath (path: unknown): Promise<string> {
     if (typeof path !== 'string' || path.length === 0 || path.length > 4096 || !isAbsolute(path)) throw new BadRequestError('path must be an absolute file path')
@@ -201,6 +191,7 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
         // they give come first, this agent after them (SAILOR: lockers before end hosts).
         const pushed = plugins.objectAdded({ oid: info.oid, size: info.size, chunks: info.chunks }, store)
         const self = pushed.length === 0 ? selfHint : { ...selfHint, priority: Math.max(...pushed.map(h => h.priority)) + 1 }
+        overlay?.stored(info, self, pushed, closing.signal)
         return await reply.code(201).send({ oid: info.oid, size: info.size, chunks: info.chunks, hints: [...pushed, self] })
       })
     })
@@ -221,20 +212,40 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
         range = rangeOf(rangeHeader, size, reply)
         pieces = readStoredObject(store, oid, { range, signal })
       } else {
-        // No hint given: the overlay's registry may know where the object is.
-        if (hints.length === 0 && options.overlay !== undefined) hints = await overlayHints(options.overlay, oid, signal)
+        // No hint given: the overlay may know where the object is (recent events, else its DHT).
+        const fromOverlay = hints.length === 0 && overlay !== undefined
+        if (fromOverlay) hints = await overlay.hints(oid, signal)
         // Configured portable disks are searched for every get, hinted or not.
         const standing = plugins.standingHints()
         if (hints.length === 0 && standing.length === 0) throw new NotFoundError(`${oid} is not stored here and no hint says where it is`)
         const usable = hints.filter(h => plugins.has(h))
         if (usable.length === 0 && standing.length === 0) throw new UnsupportedSchemeError(`no transfer plugin here serves ${[...new Set(hints.map(h => new URL(h.uri).protocol))].join(' ')} hints`)
         // The size is needed to check the Range, so the manifest head is fetched first.
-        const transfer = new Transfer(oid, usable, { store, pool, plugins, metrics }, { signal, order, urgent: parseUrgent(request.query) })
+        const urgent = parseUrgent(request.query)
+        const begin = async (from: Hint[]): Promise<{ transfer: Transfer, size: number }> => {
+          const transfer = new Transfer(oid, from, { store, pool, plugins, metrics }, { signal, order, urgent })
+          try {
+            return { transfer, ...await transfer.start() }
+          } catch (err) {
+            // Nobody will read this transfer's output: stop it, or it fetches a window for nothing.
+            await transfer.cancel(err)
+            throw err
+          }
+        }
+        let started: { transfer: Transfer, size: number }
         try {
-          ;({ size } = await transfer.start())
+          started = await begin(usable)
+        } catch (err) {
+          // Hints from a recent event that no longer hold (that agent has gone): the DHT may know others.
+          const more = fromOverlay ? (await overlay.afterStale(oid, hints, signal)).filter(h => plugins.has(h)) : []
+          if (more.length === 0) throw err
+          started = await begin(more)
+        }
+        const { transfer } = started
+        size = started.size
+        try {
           range = rangeOf(rangeHeader, size, reply)
         } catch (err) {
-          // Nobody will read this transfer's output: stop it, or it fetches a window for nothing.
           await transfer.cancel(err)
           throw err
         }
@@ -242,7 +253,11 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
         if (range !== undefined) transfer.clipTo(range)
         transfers.add(transfer)
         pieces = (async function * () {
-          try { yield * transfer.output() } finally { transfers.delete(transfer) }
+          try {
+            yield * transfer.output()
+            // the output ends only once the object is verified and committed: it is stored here now
+            overlay?.stored({ oid, size }, selfHint, [], closing.signal)
+          } finally { transfers.delete(transfer) }
         })()
       }
       const headers: Record<string, string> = { etag: `"${oid}"`, 'accept-ranges': 'bytes', 'berth-size': String(size) }
@@ -275,7 +290,8 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
       usage: await store.usage(),
       transfers: [...transfers].map(t => ({ id: t.id, oid: t.oid, size: t.size, fetched: t.bytesFetched, sent: t.bytesOut, startedAt: t.startedAt })),
       // What the pipeline did (multipath: requests, borrowed copies, copies that came second).
-      plugins: plugins.plugins.map(p => ({ name: p.name, ...('stats' in p ? { stats: p.stats } : {}) }))
+      plugins: plugins.plugins.map(p => ({ name: p.name, ...('stats' in p ? { stats: p.stats } : {}) })),
+      ...(overlay !== undefined ? { overlay: { ...overlay.stats, recentObjects: overlay.recent.size } } : {})
     }))
 
     app.get('/metrics', async (_request, reply) => {
@@ -352,7 +368,8 @@ export async function createAgent (options: AgentOptions = {}): Promise<Agent> {
     },
     async stop () {
       closing.abort()
-      await Promise.allSettled([local.close(), peer.close()])
+      overlay?.close()
+      await Promise.allSettled([local.close(), peer.close(), overlay?.settle()])
       await plugins.close()
       if (ownsStore) await store.close()
     }

@@ -17,7 +17,12 @@ export const AgentConfigSchema = z.strictObject({
   allowPath: z.array(z.string()).optional(),
   chunker: z.string().optional(),
   /** the plugin pipeline (DOT §4.4; see src/agent/pipeline.ts); absent: the default */
-  plugins: z.array(PluginSpecSchema).min(1).max(64).optional()
+  plugins: z.array(PluginSpecSchema).min(1).max(64).optional(),
+  /** run an overlay node in the agent's process (DHT hints for hint-less gets, announcements) */
+  overlay: z.strictObject({
+    listen: z.union([z.string(), z.array(z.string()).max(16)]).optional(),
+    bootstrap: z.array(z.string()).max(64).optional()
+  }).optional()
 })
 export type AgentConfig = z.infer<typeof AgentConfigSchema>
 
@@ -83,4 +88,15 @@ export async function agentOptionsFrom (c: AgentConfig): Promise<AgentOptions> {
     options.pipeline = c.plugins
   }
   return options
+}
+
+/**
+ * The overlay node a daemon runs beside its agent (`--overlay-listen`, `--bootstrap`, or the
+ * config file's `overlay`), created but not started; undefined when none is configured. A bad
+ * multiaddr is ERR_INVALID_CONFIG here, before anything listens.
+ */
+export async function overlayNodeFrom (c: AgentConfig['overlay']): Promise<import('../overlay/registry.ts').OverlayNode | undefined> {
+  if (c === undefined) return undefined
+  const { createOverlayNode } = await import('../overlay/registry.ts')
+  return await createOverlayNode({ listen: c.listen, bootstrap: c.bootstrap })
 }

@@ -45,12 +45,7 @@ import type { Key } from 'interface-datastore'
 import { Libp2pRecord } from '@libp2p/record'
 import { AbortedError, InvalidConfigError } from '../core/errors.ts'
 
-export const TOPICS = {
-  objectAvailable: 'berth/object-available',
-  lockerStatus: 'berth/locker-status',
-  serviceChange: 'berth/service-change'
-} as const
-export type Topic = typeof TOPICS[keyof typeof TOPICS]
+export { TOPICS, type Topic } from './topics.ts'
 
 /** Events on the topics: JSON objects; `type` names the topic's event, the rest is free. */
 export interface OverlayEvent {

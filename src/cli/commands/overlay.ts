@@ -16,8 +16,11 @@ export function registerOverlay (program: Command): void {
     .option('--json', 'print {peerId, multiaddrs} as one JSON line once joined')
     .action(action(async (options: OverlayOptions) => {
       const signals = stopOnSignal(options.json === true)
-      const { createOverlayNode } = await import('../../overlay/registry.ts')
+      const { createOverlayNode, TOPICS } = await import('../../overlay/registry.ts')
       const node = await createOverlayNode({ listen: options.listen, bootstrap: options.bootstrap })
+      // Subscribed to every event topic, so that it relays events between nodes it connects
+      // (gossipsub forwards only within a topic's mesh); the events themselves are not used here.
+      for (const topic of Object.values(TOPICS)) node.subscribe(topic, () => {})
       const parts: Part[] = [{ name: 'overlay node', start: async () => await node.start(), stop: async () => await node.stop() }]
       await startParts(parts)
       if (options.json === true) printJson({ peerId: node.peerId, multiaddrs: node.multiaddrs, peers: node.peers().length })
