@@ -35,7 +35,8 @@ export interface Nginx { port: number, url: string, proc: Started, stop: () => P
  * `workerConnections` (default 64) raises the connection limit of its one worker, and its
  * descriptor limit with it (the locker bench opens thousands of connections at once).
  */
-export async function startNginx (file: string, dir: string, o: { workerConnections?: number } = {}): Promise<Nginx> {
+/** `accessLog`: a file nginx logs each request to (combined format: status and body bytes sent); default none. */
+export async function startNginx (file: string, dir: string, o: { workerConnections?: number, accessLog?: string } = {}): Promise<Nginx> {
   const workerConnections = o.workerConnections ?? 64
   await mkdir(dir, { recursive: true })
   const port = await freePort()
@@ -61,7 +62,7 @@ http {
     root ${root};
     sendfile on;
     tcp_nopush on;
-    access_log off;
+    access_log ${o.accessLog ?? 'off'};
   }
 }
 `)

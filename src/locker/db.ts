@@ -30,7 +30,12 @@ CREATE INDEX IF NOT EXISTS objects_by_oid ON objects (oid);
 CREATE INDEX IF NOT EXISTS objects_by_expiry ON objects (expires) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS app_weights (locker TEXT NOT NULL, app TEXT NOT NULL, weight REAL NOT NULL, PRIMARY KEY (locker, app));
 CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS foreign_objects (locker TEXT NOT NULL, url TEXT NOT NULL, oid TEXT NOT NULL, etag TEXT, modified TEXT,
+  checked INTEGER NOT NULL, PRIMARY KEY (locker, url));
 `
+
+/** A foreign resource a cache locker fetched: the OID it named the bytes with, and the origin's validators. */
+export interface ForeignRow { locker: string, url: string, oid: string, etag: string | null, modified: string | null, checked: number }
 
 export class LockerDb {
   private readonly db: Database.Database
@@ -164,6 +169,15 @@ export class LockerDb {
 
   isRevoked (jti: string): boolean {
     return this.revokedIds.has(jti)
+  }
+
+  /** What a cache locker remembers of a foreign URL (undefined: never fetched). */
+  foreign (locker: string, url: string): ForeignRow | undefined {
+    return this.db.prepare('SELECT locker, url, oid, etag, modified, checked FROM foreign_objects WHERE locker = ? AND url = ?').get(locker, url) as ForeignRow | undefined
+  }
+
+  setForeign (r: ForeignRow): void {
+    this.db.prepare('INSERT OR REPLACE INTO foreign_objects (locker, url, oid, etag, modified, checked) VALUES (?, ?, ?, ?, ?, ?)').run(r.locker, r.url, r.oid, r.etag, r.modified, r.checked)
   }
 
   close (): void {

@@ -13,6 +13,8 @@
 import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { mkdir } from 'node:fs/promises'
+import { lookup } from 'node:dns/promises'
+import { isIP } from 'node:net'
 import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { join } from 'node:path'
@@ -21,7 +23,7 @@ import type { JWK } from 'jose'
 import type { Logger } from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
 import { z } from 'zod'
-import { BadRequestError, InvalidConfigError, NotFoundError, OverloadedError, ProofError, QuotaExceededError, SlotsExhaustedError, toBerthError, TooLargeError } from '../core/errors.ts'
+import { BadRequestError, InvalidConfigError, NotFoundError, OverloadedError, ProofError, QuotaExceededError, SlotsExhaustedError, SourceError, toBerthError, TokenScopeError, TooLargeError } from '../core/errors.ts'
 import { type HashPool, sharedHashPool } from '../core/hash-pool.ts'
 import { parseOid } from '../core/naming.ts'
 import type { ByteRange } from '../core/range.ts'
@@ -34,13 +36,14 @@ import { putObject } from '../agent/put.ts'
 import { readStoredObject } from '../agent/read.ts'
 import { sendPieces } from '../agent/send.ts'
 import type { OutputPiece } from '../agent/transfer.ts'
-import type { TransferStatus } from '../sdk/locker-client.ts'
+import type { Endpoint, TransferStatus } from '../sdk/locker-client.ts'
+import { AltoClient } from '../sdk/alto-client.ts'
 import { cachedStore, openStore } from '../store/index.ts'
 import type { ChunkStore, ObjectInfo } from '../store/types.ts'
 import { LockerDb } from './db.ts'
 import { LiveObject } from './live.ts'
 import { type Flow, Pacer, Scheduler } from './scheduler.ts'
-import { checkPlace, deliver, openSource, type Place, parsePlace, provePlace, samePlace } from './sources.ts'
+import { checkPlace, deliver, type Opened, openSource, type Place, parsePlace, provePlace, samePlace } from './sources.ts'
 
 export interface LockerServerOptions {
   /** address of the HTTP API; default 127.0.0.1:4660 (port 0 picks a free one) */
@@ -66,6 +69,28 @@ export interface LockerServerOptions {
   cacheBytes?: number
   /** what the server has to share (SAILOR's resources); each shared by weight with floors */
   capacity?: Partial<Capacity>
+  /** pull-through caching: lockers that fetch what they lack from upstream lockers or foreign origins */
+  cache?: CacheOptions
+}
+
+/**
+ * A cache locker answers a GET for an object it lacks by fetching it once from an upstream
+ * locker (verified against the OID, stored within its quota, served while it arrives), and
+ * `GET /v1/lockers/{locker}/cache?url=` for any HTTP(S) origin outside Berth.
+ */
+export interface CacheOptions {
+  /** the lockers that act as caches; default every locker of the server */
+  lockers?: string[]
+  /** upstream lockers, `locker://host:port/<name>` with a read token; tried cheapest first (ALTO), else in this order */
+  upstreams?: Endpoint[]
+  /** seconds a pulled object is kept (the sweep drops it after); default 86400 */
+  ttl?: number
+  /** seconds a foreign resource is served without asking its origin; after that it is revalidated (conditional GET); default 300 */
+  fresh?: number
+  /** an ALTO server: upstreams ranked by its endpoint cost from this server's address */
+  alto?: string
+  /** this server's address as the ALTO server knows it; default the listen address */
+  from?: string
 }
 
 export interface Capacity {
@@ -448,13 +473,14 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     }
     try {
       if (o.declared !== undefined) take(o.declared)
-      const info = await putObject({ stream: metered(stream) }, store, pool, { expect: oid, signal: o.signal, onStored: d => a.obj.add(d) })
+      // An arrival without an OID (a foreign resource) is named by its bytes.
+      const info = await putObject({ stream: metered(stream) }, store, pool, { expect: oid === '' ? undefined : oid, signal: o.signal, onStored: d => a.obj.add(d) })
       // The object exists in the store; now the lockers hold it (the order a crash respects).
-      db.hold(locker, { oid, size: info.size, seq: target.seq, expiresAt: target.expiresAt })
+      db.hold(locker, { oid: info.oid, size: info.size, seq: target.seq, expiresAt: target.expiresAt })
       used.delete(locker)
       m.objectsStored.inc()
       for (const j of a.joiners.values()) {
-        try { holdWithin(j.target, oid, info.size); j.settle() } catch (err) { j.settle(err) }
+        try { holdWithin(j.target, info.oid, info.size); j.settle() } catch (err) { j.settle(err) }
       }
       a.obj.finish(info.size)
       return info
@@ -558,6 +584,148 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     })
   })
 
+  // ---- Pull-through caching (issue 5): upstream lockers and foreign origins ----
+  const cacheOptions = options.cache
+  const cacheLockers = cacheOptions?.lockers !== undefined ? new Set(cacheOptions.lockers.map(parseLockerName)) : undefined
+  const isCache = (locker: string): boolean => cacheOptions !== undefined && (cacheLockers === undefined || cacheLockers.has(locker))
+  const upstreams = (cacheOptions?.upstreams ?? []).map(e => {
+    const p = parsePlace(e)
+    if (p.kind !== 'locker' || p.token === undefined) throw new InvalidConfigError(`a cache upstream is a locker:// URI with a read token, not ${e.uri}`)
+    return p
+  })
+  const cacheTtlMs = (cacheOptions?.ttl ?? 86_400) * 1000
+  const freshMs = (cacheOptions?.fresh ?? 300) * 1000
+  const alto = cacheOptions?.alto !== undefined ? new AltoClient(cacheOptions.alto) : undefined
+  /** pulls from upstream in progress, by locker + OID (concurrent GETs share one) */
+  const pulls = new Map<string, Promise<NonNullable<ReturnType<typeof readable>>>>()
+  /** foreign fetches in progress, by locker + URL */
+  const foreignPulls = new Map<string, Promise<string>>()
+  let ranking: { at: number, order: Promise<Array<Extract<Place, { kind: 'locker' }>>> } | undefined
+
+  /** The upstreams cheapest first by ALTO endpoint cost from this server (kept 30 s); config order without ALTO or when it fails. */
+  async function rankedUpstreams (): Promise<Array<Extract<Place, { kind: 'locker' }>>> {
+    if (alto === undefined || upstreams.length < 2) return upstreams
+    if (ranking !== undefined && Date.now() - ranking.at < 30_000) return await ranking.order
+    const order = (async () => {
+      try {
+        const ip = async (host: string): Promise<string> => isIP(host) !== 0 ? host : (await lookup(host)).address
+        const from = cacheOptions?.from ?? address.host
+        const ips = await Promise.all(upstreams.map(async u => await ip(new URL(u.origin).hostname.replace(/^\[(.*)\]$/, '$1'))))
+        const [row] = await alto.endpointCost([await ip(from)], [...new Set(ips)], { signal: closing.signal })
+        const cost = new Map(row?.ranked.map(r => [r.endpoint.replace(/^ipv[46]:/, ''), r.cost]) ?? [])
+        // Upstreams the ALTO server has no cost for come after the ranked ones, in config order.
+        return upstreams.map((u, i) => ({ u, c: cost.get(ips[i]!) ?? Infinity, i })).sort((a, b) => a.c - b.c || a.i - b.i).map(x => x.u)
+      } catch (err) {
+        log?.warn({ err: toBerthError(err).message }, 'ALTO ranking of cache upstreams failed; using config order')
+        return upstreams
+      }
+    })()
+    ranking = { at: Date.now(), order }
+    return await order
+  }
+
+  /** The object's bytes from the first upstream (cheapest first) that answers; one that is down or lacks it is skipped. */
+  async function openUpstream (oid: string): Promise<Opened & { place: Place }> {
+    const failures: string[] = []
+    let missing = 0
+    for (const place of await rankedUpstreams()) {
+      try {
+        return { ...await openSource(place, oid, { peer, signal: closing.signal }), place }
+      } catch (err) {
+        const cause = (err as { cause?: unknown }).cause
+        if (cause !== undefined && toBerthError(cause).status === 404) missing++
+        failures.push(toBerthError(err).message)
+      }
+    }
+    if (missing > 0 && missing === failures.length) throw new NotFoundError(`no upstream of this cache holds ${oid}`)
+    throw new SourceError(`no upstream of this cache could give ${oid}: ${failures.join('; ')}`)
+  }
+
+  /**
+   * A cache locker's GET of an object it lacks: fetched once from an upstream (the distribute's
+   * fetch path, verified against the OID), held for the cache TTL, readable while it arrives.
+   * Resolves once the upstream answered (so the size is known), rejects if none could.
+   */
+  async function pullThrough (locker: string, oid: string, grant: Awaited<ReturnType<typeof authorize>>): Promise<NonNullable<ReturnType<typeof readable>>> {
+    const key = `${locker}\n${oid}`
+    const running = pulls.get(key)
+    if (running !== undefined) return await running
+    const target: Target = { locker, expiresAt: Date.now() + cacheTtlMs, seq: null }
+    const a = beginArrival(oid, target, undefined, undefined)
+    let opened!: () => void
+    const sourceOpened = new Promise<void>(resolve => { opened = resolve })
+    const fetched = pull(a, target, async () => {
+      const o = await openUpstream(oid)
+      a.src = o.place
+      opened()
+      return o
+    }, { grant, count: () => {} })
+    fetched.then(() => { log?.info({ locker, oid, from: a.src?.uri }, 'cache pull done') }, (err: unknown) => { log?.warn({ locker, oid, err: toBerthError(err).message }, 'cache pull failed') })
+    const known = (async () => {
+      await Promise.race([sourceOpened, fetched])
+      return { size: a.obj.size, seq: null, arrival: a }
+    })()
+    pulls.set(key, known)
+    fetched.catch(() => {}).finally(() => { if (pulls.get(key) === known) pulls.delete(key) })
+    return await known
+  }
+
+  /**
+   * A foreign resource through a cache locker: fetched once from its origin (stored whole, then
+   * named by the OID of its bytes; a URL whose last segment is an OID must hash to it), served
+   * from here while fresh, then revalidated with a conditional GET (If-None-Match /
+   * If-Modified-Since) — a 304 keeps the copy, new bytes make a new object.
+   */
+  async function foreignObject (locker: string, place: Place, grant: Awaited<ReturnType<typeof authorize>>): Promise<string> {
+    const url = place.uri
+    const key = `${locker}\n${url}`
+    const running = foreignPulls.get(key)
+    if (running !== undefined) return await running
+    const row = db.foreign(locker, url)
+    const have = row !== undefined && liveRef(locker, row.oid) !== undefined ? row : undefined
+    if (have !== undefined && Date.now() - have.checked < freshMs) return have.oid
+    const p = (async () => {
+      const target: Target = { locker, expiresAt: Date.now() + cacheTtlMs, seq: null }
+      const opened = await openSource(place, '', { peer, signal: closing.signal }, {
+        ifChanged: have !== undefined && (have.etag !== null || have.modified !== null) ? { etag: have.etag ?? undefined, lastModified: have.modified ?? undefined } : undefined
+      })
+      if (opened.notModified === true && have !== undefined) {
+        const held = mustHold(locker, have.oid)
+        db.hold(locker, { oid: have.oid, size: held.size, seq: held.seq, expiresAt: target.expiresAt })
+        db.setForeign({ ...have, checked: Date.now() })
+        return have.oid
+      }
+      let named = ''
+      try { named = parseOid(decodeURIComponent(new URL(url).pathname.split('/').pop() ?? '')) } catch {}
+      const a: Arrival = { obj: new LiveObject(named, undefined), src: place, seq: null, joiners: new Map() }
+      a.obj.lockers.add(locker)
+      const info = await pull(a, target, async () => opened, { grant, count: () => {} })
+      db.setForeign({ locker, url, oid: info.oid, etag: opened.validators?.etag ?? null, modified: opened.validators?.lastModified ?? null, checked: Date.now() })
+      log?.info({ locker, url: url.slice(0, 200), oid: info.oid, size: info.size }, 'foreign resource cached')
+      return info.oid
+    })()
+    foreignPulls.set(key, p)
+    try { return await p } finally { foreignPulls.delete(key) }
+  }
+
+  app.get('/v1/lockers/:locker/cache', { exposeHeadRoute: false }, async (request, reply) => {
+    const locker = parseLockerName((request.params as { locker: string }).locker)
+    const url = (request.query as Record<string, unknown> | undefined)?.url
+    if (typeof url !== 'string' || url === '') throw new BadRequestError('give the foreign resource once, as ?url=<http(s) URL>')
+    // Storing a new object for the locker, whose OID nobody knows yet: a token that may read all its objects.
+    const grant = await authorize(request, locker, 'read')
+    if (grant.access.objects !== 'all') throw new TokenScopeError('a foreign resource needs a read token for all of the locker\'s objects')
+    db.mustLocker(locker)
+    if (!isCache(locker)) throw new BadRequestError(`locker ${locker} is not a cache on this server`)
+    const place = parsePlace(url)
+    if (place.kind !== 'http') throw new BadRequestError('a foreign resource is an http:// or https:// URL')
+    await checkPlace(place, options.allowPrivatePlaces === true)
+    const oid = await foreignObject(locker, place, grant)
+    const held = mustHold(locker, oid)
+    await authorize(request, locker, 'read', oid, held.seq ?? undefined)
+    await serveObject(request, reply, request.method === 'HEAD', { locker, oid, known: { size: held.size, seq: held.seq }, grant })
+  })
+
   /** A read of `…/lockers/{locker}/objects/{oid}…`: the object, once the request's token allows it. */
   async function readRequest (request: FastifyRequest): Promise<{ locker: string, oid: string, known: NonNullable<ReturnType<typeof readable>>, grant: Awaited<ReturnType<typeof authorize>> }> {
     const params = request.params as { locker: string, oid: string }
@@ -565,18 +733,23 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     const oid = parseOid(params.oid)
     // The sequence number is needed before the token check (range tokens); an unknown object
     // answers the token's error first, so its existence is not told to those without access.
-    const known = readable(locker, oid)
+    let known = readable(locker, oid)
     const grant = await authorize(request, locker, 'read', oid, known?.seq ?? undefined)
+    // A cache locker fetches what it lacks from its upstreams (once, however many ask).
+    if (known === undefined && upstreams.length > 0 && isCache(locker)) {
+      db.mustLocker(locker)
+      known = readable(locker, oid) ?? await pullThrough(locker, oid, grant)
+    }
     if (known === undefined) throw new NotFoundError(`locker ${locker} holds no object ${oid}`)
     return { locker, oid, known, grant }
   }
 
-  async function serveObject (request: FastifyRequest, reply: FastifyReply, head: boolean): Promise<void> {
-    const { locker, oid, known, grant } = await readRequest(request)
+  async function serveObject (request: FastifyRequest, reply: FastifyReply, head: boolean, resolved?: Awaited<ReturnType<typeof readRequest>>): Promise<void> {
+    const { locker, oid, known, grant } = resolved ?? await readRequest(request)
     const { resource } = grant
     const { size } = known
     const etag = `"${oid}"`
-    const headers: Record<string, string> = { etag, 'content-type': 'application/octet-stream' }
+    const headers: Record<string, string> = { etag, 'berth-oid': oid, 'content-type': 'application/octet-stream' }
     if (request.headers['if-none-match'] === etag) { await reply.code(304).headers(headers).send(); return }
     // An object still arriving without an announced size streams whole (chunked); ranges need the size.
     let range: ByteRange | undefined
@@ -718,6 +891,29 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     return await reply.code(202).send({ transfer: t })
   })
 
+  /**
+   * Fills an arrival from a source: chunked, stored, verified against the OID (when it is known)
+   * and held by the arrival's locker — the one fetch path of distributes and pull-through caches.
+   */
+  async function pull (a: Arrival, target: Target, open: () => Promise<Opened>, o: { grant: { access: AccessClaims, resource: ResourceClaims | undefined }, share?: ReturnType<typeof admit>, count: (n: number) => void, onSize?: (n: number) => void }): Promise<ObjectInfo> {
+    const { oid } = a.obj
+    let share = o.share
+    try {
+      share ??= admit('ingress', target.locker, o.grant)
+      const opened = await open()
+      if (opened.size !== undefined) { a.obj.size = opened.size; o.onSize?.(opened.size) }
+      return await ingest(a, target, opened.stream, { declared: opened.size, sizeMax: o.grant.resource?.sizeMax, signal: closing.signal, flow: share.flow, count: o.count })
+    } catch (err) {
+      // Joiners of an arrival that failed before its bytes came are told too.
+      a.obj.fail(err)
+      for (const j of a.joiners.values()) j.settle(err)
+      if (arrivals.get(oid) === a) arrivals.delete(oid)
+      throw err
+    } finally {
+      share?.close()
+    }
+  }
+
   interface DistributePlan {
     target: Target
     here: ReturnType<typeof readable>
@@ -750,24 +946,9 @@ export async function createLockerServer (options: LockerServerOptions): Promise
     const fetch = (a: Arrival): void => {
       t.how = 'fetch'
       streaming = a
-      fetching = (async () => {
-        let share = plan.fetchShare
-        plan.fetchShare = undefined
-        try {
-          share ??= admit('ingress', target.locker, plan.grant)
-          const opened = await openSource(src!, oid, deps)
-          if (opened.size !== undefined) { a.obj.size = opened.size; t.size = opened.size }
-          await ingest(a, target, opened.stream, { declared: opened.size, sizeMax: plan.grant.resource?.sizeMax, signal, flow: share.flow, count: n => { t.bytesIn += n } })
-        } catch (err) {
-          // Joiners of an arrival that failed before its bytes came are told too.
-          a.obj.fail(err)
-          for (const j of a.joiners.values()) j.settle(err)
-          if (arrivals.get(oid) === a) arrivals.delete(oid)
-          throw err
-        } finally {
-          share?.close()
-        }
-      })()
+      const share = plan.fetchShare
+      plan.fetchShare = undefined
+      fetching = pull(a, target, async () => await openSource(src!, oid, deps), { grant: plan.grant, share, count: n => { t.bytesIn += n }, onSize: n => { t.size = n } })
       // Awaited at the end; a delivery that fails first must not leave this failure unhandled.
       fetching.catch(() => {})
     }

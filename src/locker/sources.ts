@@ -74,7 +74,17 @@ export function samePlace (a: Place, b: Place): boolean {
   return a.kind !== 'locker' || (b.kind === 'locker' && a.token === b.token && a.resource === b.resource)
 }
 
-export interface Opened { size: number | undefined, stream: AsyncIterable<Uint8Array> }
+export interface Opened {
+  size: number | undefined
+  stream: AsyncIterable<Uint8Array>
+  /** an HTTP source's validators, for a conditional request later (pull-through caches) */
+  validators?: Validators
+  /** the conditional request found the copy we have still current (HTTP 304): no bytes */
+  notModified?: boolean
+}
+
+/** What an HTTP origin said identifies its bytes: revalidated with If-None-Match / If-Modified-Since. */
+export interface Validators { etag?: string, lastModified?: string }
 
 export interface SourceDeps { peer: PeerPlugin, signal: AbortSignal }
 
@@ -85,18 +95,24 @@ function auth (p: Extract<Place, { kind: 'locker' }>, signal: AbortSignal): { to
 }
 
 /** The object's bytes from a place, in order. */
-export async function openSource (p: Place, oid: string, d: SourceDeps): Promise<Opened> {
+export async function openSource (p: Place, oid: string, d: SourceDeps, o: { ifChanged?: Validators } = {}): Promise<Opened> {
   try {
     if (p.kind === 'locker') {
       const got = await lockerClient(p).get(p.locker, oid, auth(p, d.signal))
       return { size: Number.isSafeInteger(got.size) ? got.size : undefined, stream: got.stream }
     }
     if (p.kind === 'http') {
-      const res = await request(p.uri, { method: 'GET', signal: d.signal, maxRedirections: 0 } as Parameters<typeof request>[1])
+      const headers: Record<string, string> = {}
+      if (o.ifChanged?.etag !== undefined) headers['if-none-match'] = o.ifChanged.etag
+      if (o.ifChanged?.lastModified !== undefined) headers['if-modified-since'] = o.ifChanged.lastModified
+      const res = await request(p.uri, { method: 'GET', headers, signal: d.signal, maxRedirections: 0 } as Parameters<typeof request>[1])
+      const header = (name: string): string | undefined => { const v = res.headers[name]; return typeof v === 'string' && v.length <= 1024 ? v : undefined }
+      const validators: Validators = { etag: header('etag'), lastModified: header('last-modified') }
+      if (res.statusCode === 304 && o.ifChanged !== undefined) { await res.body.dump().catch(() => {}); return { size: undefined, stream: (async function * () {})(), validators, notModified: true } }
       // An HTTP source's error body is not passed on: it could be anything the server reached.
       if (res.statusCode !== 200) { await res.body.dump().catch(() => {}); throw new SourceError(`answered ${res.statusCode}`) }
       const length = Number(res.headers['content-length'])
-      return { size: Number.isSafeInteger(length) ? length : undefined, stream: res.body }
+      return { size: Number.isSafeInteger(length) ? length : undefined, stream: res.body, validators }
     }
     const m = await d.peer.manifest(oid, p.hint, { signal: d.signal })
     return { size: m.size, stream: agentBytes(d.peer, p.hint, m.descriptors, d.signal) }

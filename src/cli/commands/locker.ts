@@ -3,7 +3,8 @@
  * creating lockers on it with the provider's admin key, and issuing tokens offline with a
  * locker owner's key.
  */
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
+import { z } from 'zod'
 import { join, resolve } from 'node:path'
 import type { Command } from 'commander'
 import { BadRequestError, toBerthError } from '../../core/errors.ts'
@@ -11,7 +12,7 @@ import { parseDuration, parseSize } from '../../core/units.ts'
 import { type Part, stopOnSignal, startParts } from '../daemon.ts'
 import { action, printJson, printLines, type JsonOption, UsageError } from '../output.ts'
 
-interface ServeOptions extends JsonOption { listen: string, store?: string, adminKey?: string, logLevel: string, allowPrivatePlaces?: boolean, egress?: string, ingress?: string, connections?: string, storage?: string }
+interface ServeOptions extends JsonOption { listen: string, store?: string, adminKey?: string, logLevel: string, allowPrivatePlaces?: boolean, egress?: string, ingress?: string, connections?: string, storage?: string, cache?: string }
 interface CreateOptions extends JsonOption { server: string, adminKey: string, ownerKey: string, weight?: string, quota?: string, floor?: string }
 interface IssueOptions extends JsonOption {
   server?: string
@@ -40,6 +41,24 @@ function positive (name: string, value: string | undefined): number | undefined 
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent']
 
+const cacheFile = z.object({
+  lockers: z.array(z.string()).optional(),
+  upstreams: z.array(z.object({ uri: z.string(), token: z.string(), resource: z.string().optional() }).strict()).optional(),
+  ttl: z.number().positive().optional(),
+  fresh: z.number().nonnegative().optional(),
+  alto: z.string().url().optional(),
+  from: z.string().optional()
+}).strict()
+
+/** `--cache FILE`: the server's pull-through cache settings (tokens live in the file, not on the command line). */
+async function readCacheFile (file: string): Promise<z.infer<typeof cacheFile>> {
+  let json: unknown
+  try { json = JSON.parse(await readFile(resolve(file), 'utf8')) } catch (err) { throw new UsageError(`--cache ${file}: ${toBerthError(err).message}`) }
+  const parsed = cacheFile.safeParse(json)
+  if (!parsed.success) throw new UsageError(`--cache ${file}: ${parsed.error.issues.map(i => `${i.path.join('.') || 'file'}: ${i.message}`).join('; ')}`)
+  return parsed.data
+}
+
 /** The locker server's structured log: JSON lines on stderr (stdout carries the command's own output). */
 export async function lockerLogger (level: string): Promise<import('pino').Logger> {
   if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`)
@@ -61,6 +80,7 @@ export function registerLocker (program: Command): void {
     .option('--storage <bytes>', 'storage the lockers\' quotas may add up to, e.g. 2t (default: unlimited)')
     .option('--allow-private-places', 'let distributes reach loopback, private and link-local addresses (single-host setups; off: tenants cannot make the server reach what sits behind it)')
     .option('--log-level <level>', 'structured logs (JSON lines, pino) on stderr: debug, info, warn, error or silent', 'info')
+    .option('--cache <file>', 'pull-through caching: a JSON file {lockers?, upstreams?: [{uri: "locker://host:port/name", token}], ttl?, fresh?, alto?, from?} (see README)')
     .option('--json', 'print {url, store, adminKey} as one JSON line once listening')
     .action(action(async (options: ServeOptions) => {
       const { loadSigningKey } = await import('../../core/tokens.ts')
@@ -77,7 +97,8 @@ export function registerLocker (program: Command): void {
         storage: options.storage !== undefined ? parseSize(options.storage) : undefined
       }
       const logger = await lockerLogger(options.logLevel)
-      const server = await createLockerServer({ listen: options.listen, dir: options.store !== undefined ? resolve(options.store) : undefined, adminKey: admin.publicJwk, capacity, logger, allowPrivatePlaces: options.allowPrivatePlaces === true })
+      const cache = options.cache !== undefined ? await readCacheFile(options.cache) : undefined
+      const server = await createLockerServer({ listen: options.listen, dir: options.store !== undefined ? resolve(options.store) : undefined, adminKey: admin.publicJwk, capacity, logger, allowPrivatePlaces: options.allowPrivatePlaces === true, cache })
       const parts: Part[] = [{ name: 'locker server', start: async () => await server.start(), stop: async () => await server.stop() }]
       await startParts(parts)
       const store = options.store !== undefined ? resolve(options.store) : 'memory'
