@@ -15,28 +15,23 @@ import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createAltoServer, type AltoServer } from '../../src/overlay/alto/server.ts'
-import { loadTopology } from '../../src/overlay/alto/topology.ts'
+import type { AltoServer } from '../../src/overlay/alto/server.ts'
 import { createPortal, type Portal } from '../../src/overlay/portal/server.ts'
-import { createLockerServer, type LockerServer } from '../../src/locker/server.ts'
-import { generateSigningKey, issueAdminToken, type SigningKey } from '../../src/core/tokens.ts'
+import type { LockerServer } from '../../src/locker/server.ts'
 import { digestHex } from '../../src/core/naming.ts'
-import { LockerClient } from '../../src/sdk/locker-client.ts'
 import { ensurePackages } from '../interop/_apt.ts'
+import { type Region, type Regions, startRegions } from './_regions.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
 // Debian's chromium, installed when missing (we are root); skipped loudly only if that fails.
 const chromiumMissing = ensurePackages([CHROMIUM], ['chromium'])
-const FIXTURE = fileURLToPath(new URL('../fixtures/alto-three-regions.json', import.meta.url))
 const OUT = fileURLToPath(new URL('../../test-output/portal-browser/', import.meta.url))
-const REGIONS = { east: '127.1', west: '127.2', south: '127.3' } as const
-type Region = keyof typeof REGIONS
 
 describe('portal pages in headless Chromium', { skip: chromiumMissing !== undefined ? `SKIPPED LOUDLY: ${chromiumMissing}` : false }, () => {
   let dir: string
   let alto: AltoServer
   const servers = {} as Record<Region, LockerServer>
-  const keys = {} as Record<Region, SigningKey>
+  let regions: Regions | undefined
   let portal: Portal
   let browser: import('playwright-core').Browser
 
@@ -44,22 +39,15 @@ describe('portal pages in headless Chromium', { skip: chromiumMissing !== undefi
     dir = await mkdtemp(join(tmpdir(), 'berth-portal-browser-'))
     await rm(OUT, { recursive: true, force: true })
     await mkdir(OUT, { recursive: true })
-    alto = await createAltoServer({ listen: '127.0.0.1:0', topology: await loadTopology(FIXTURE) })
-    await alto.start()
-    for (const region of Object.keys(REGIONS) as Region[]) {
-      const admin = await generateSigningKey()
-      const server = await createLockerServer({ listen: `${REGIONS[region]}.0.1:0`, dir: join(dir, region), adminKey: admin.publicJwk, allowPrivatePlaces: true })
-      await server.start()
-      keys[region] = await generateSigningKey()
-      await new LockerClient(server.url).createLocker(await issueAdminToken(admin), { name: 'pub', key: keys[region].publicJwk })
-      servers[region] = server
-    }
+    regions = await startRegions(dir)
+    alto = regions.alto
+    Object.assign(servers, regions.servers)
     portal = await createPortal({
       listen: '127.0.0.1:0',
       alto: alto.url,
       replicas: 3,
       trustProxy: true,
-      lockers: (Object.keys(REGIONS) as Region[]).map(region => ({ name: region, url: servers[region].url, locker: 'pub', ownerKey: keys[region].privateJwk }))
+      lockers: regions.lockers()
     })
     await portal.start()
     const { chromium } = await import('playwright-core')
@@ -72,8 +60,7 @@ describe('portal pages in headless Chromium', { skip: chromiumMissing !== undefi
   after(async () => {
     await browser?.close()
     await portal?.stop()
-    for (const s of Object.values(servers)) await s.stop()
-    await alto?.stop()
+    await regions?.stop()
     if (dir !== undefined) await rm(dir, { recursive: true, force: true })
   })
 

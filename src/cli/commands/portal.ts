@@ -5,9 +5,9 @@
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import { type Part, stopOnSignal, startParts } from '../daemon.ts'
-import { action, printJson, printLines, type JsonOption, UsageError } from '../output.ts'
+import { action, collect, printJson, printLines, type JsonOption, UsageError } from '../output.ts'
 
-interface ServeOptions extends JsonOption { config: string, listen?: string, alto?: string, copies?: string, logLevel: string }
+interface ServeOptions extends JsonOption { config: string, listen?: string, alto?: string, copies?: string, logLevel: string, overlayListen?: string, bootstrap?: string[] }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent']
 
@@ -20,6 +20,8 @@ export function registerPortal (program: Command): void {
     .option('--listen <addr>', 'HTTP address, HOST:PORT (port 0: any free port); overrides the config (default 127.0.0.1:4680)')
     .option('--alto <url>', 'the ALTO server; overrides the config')
     .option('--copies <n>', 'copies of each object (replicas); overrides the config (default 2)')
+    .option('--overlay-listen <multiaddr>', 'run an overlay node in this process, listening here (e.g. /ip4/127.0.0.1/tcp/0): the portal registers as service "portal", publishes object-available, heeds locker-status events')
+    .option('--bootstrap <multiaddr>', 'an overlay node to join through, with /p2p/<peer id> (repeatable; implies an overlay node)', collect)
     .option('--log-level <level>', 'structured logs (JSON lines, pino) on stderr: debug, info, warn, error or silent', 'info')
     .option('--json', 'print {url, alto, replicas, lockers} as one JSON line once listening')
     .action(action(async (options: ServeOptions) => {
@@ -36,18 +38,28 @@ export function registerPortal (program: Command): void {
         config.replicas = n
       }
       const logger = pino({ level: options.logLevel, base: { service: 'berth-portal' } }, pino.destination(2))
-      const server = await createPortal({ ...config, ...(options.listen !== undefined ? { listen: options.listen } : {}), logger })
-      const parts: Part[] = [{ name: 'portal', start: async () => await server.start(), stop: async () => await server.stop() }]
+      const { overlayNodeFrom } = await import('../agent-config.ts')
+      const { overlayConfig } = await import('./agent.ts')
+      // A bad multiaddr is ERR_INVALID_CONFIG here, before anything listens.
+      const node = await overlayNodeFrom(overlayConfig(options, undefined))
+      const server = await createPortal({ ...config, ...(options.listen !== undefined ? { listen: options.listen } : {}), logger, ...(node !== undefined ? { overlay: node } : {}) })
+      // The overlay node first (the portal registers on it at start), stopped after the portal.
+      const parts: Part[] = [
+        ...(node !== undefined ? [{ name: 'overlay node', start: async () => await node.start(), stop: async () => await node.stop() }] : []),
+        { name: 'portal', start: async () => await server.start(), stop: async () => await server.stop() }
+      ]
       await startParts(parts)
       const replicas = Math.min(config.replicas ?? 2, config.lockers.length)
       const lockers = config.lockers.map(l => l.name ?? `${l.locker}@${new URL(l.url).host}`)
-      if (options.json === true) printJson({ url: server.url, upload: `${server.url}/`, alto: config.alto, replicas, lockers })
+      const overlay = node !== undefined ? { peerId: node.peerId, multiaddrs: node.multiaddrs, peers: node.peers().length } : undefined
+      if (options.json === true) printJson({ url: server.url, upload: `${server.url}/`, alto: config.alto, replicas, lockers, ...(overlay !== undefined ? { overlay } : {}) })
       else {
         printLines(
           'berth portal running',
           `  upload     ${server.url}/`,
           `  alto       ${config.alto}`,
-          `  lockers    ${lockers.join(', ')} (${replicas} copies of each object)`
+          `  lockers    ${lockers.join(', ')} (${replicas} copies of each object)`,
+          ...(overlay !== undefined ? [`  overlay    ${overlay.peerId} (${overlay.peers} peers)`, ...overlay.multiaddrs.map(m => `             ${m}`)] : [])
         )
       }
       await signals.serve(parts)

@@ -52,6 +52,8 @@ import { createHttpServer, type ListenAddress, listen, parseListen, urlOf } from
 import { AltoClient } from '../../sdk/alto-client.ts'
 import { LockerClient } from '../../sdk/locker-client.ts'
 import { downloadPage, uploadPage } from './pages.ts'
+import { TOPICS } from '../topics.ts'
+import type { OverlayEvent } from '../registry.ts'
 
 export interface PortalLocker {
   /** a label for logs and answers; default the locker name @ host */
@@ -87,6 +89,23 @@ export interface PortalOptions {
   /** where uploads are spooled while hashed; default the OS temp dir */
   spoolDir?: string
   logger?: Logger
+  /**
+   * An overlay node (started by the caller): the portal registers itself as service `portal`
+   * and announces it (`service-change`) at start, publishes `object-available` {oid, size, hints}
+   * after each upload, and listens to `locker-status` events {locker, state: up|down|busy}: a
+   * locker reported down or busy is skipped for redirects and placement without probing, until
+   * an `up` event or `lockerStatusTtlMs`.
+   */
+  overlay?: PortalOverlay
+  /** how long a down/busy report holds without a newer event, ms; default 30000 */
+  lockerStatusTtlMs?: number
+}
+
+/** What the portal needs of an overlay node (OverlayNode satisfies it). */
+export interface PortalOverlay {
+  publish (topic: string, event: OverlayEvent): Promise<void>
+  subscribe (topic: string, handler: (event: OverlayEvent, from: string) => void): () => void
+  putService? (name: string, urls: string[], options?: { signal?: AbortSignal }): Promise<number>
 }
 
 /** `via`: how the copy got there — uploaded by the portal ('put') or pulled from the first copy ('distribute') */
@@ -161,6 +180,33 @@ export async function createPortal (options: PortalOptions): Promise<Portal> {
   const names = new Set(lockers.map(l => l.name))
   if (names.size !== lockers.length) throw new InvalidConfigError('locker names must be distinct')
   const known = new Map<string, Known>()
+
+  // ── locker-status events ──────────────────────────────────────────────────────────────────
+  const statusTtlMs = options.lockerStatusTtlMs ?? 30_000
+  /** lockers reported down/busy: index → {state, until (ms)} */
+  const reported = new Map<number, { state: 'down' | 'busy', until: number, from: string }>()
+  /** A locker matches its name, its URL (with or without the locker path) or its locker:// URI. */
+  const lockerOf = (ref: string): L | undefined => {
+    const r = ref.replace(/\/+$/, '')
+    return lockers.find(l => l.name === r || l.url === r || l.uri === r || `${l.url}/v1/lockers/${encodeURIComponent(l.locker)}` === r)
+  }
+  /** Why the events say l must not be used now; undefined when nothing says so. */
+  const reportedDown = (l: L): string | undefined => {
+    const s = reported.get(l.index)
+    if (s === undefined) return undefined
+    if (Date.now() >= s.until) { reported.delete(l.index); return undefined }
+    return `reported ${s.state} (locker-status event from ${s.from})`
+  }
+  function onLockerStatus (event: OverlayEvent, from: string): void {
+    if (typeof event.locker !== 'string') return
+    const l = lockerOf(event.locker)
+    if (l === undefined) return
+    const state = event.state
+    if (state === 'up') reported.delete(l.index)
+    else if (state === 'down' || state === 'busy') reported.set(l.index, { state, until: Date.now() + statusTtlMs, from: from !== '' ? from : String(event.from ?? '?') })
+    else return
+    log?.info({ locker: l.name, state, from }, 'locker-status event')
+  }
   const token = async (l: L, oid: string, ops: Array<'read' | 'write' | 'distribute'>, ttl = 600): Promise<string> =>
     await issueAccessToken(l.key, { locker: l.locker, ops, objects: { oids: [oid] }, ttlSeconds: ttl })
 
@@ -225,6 +271,8 @@ export async function createPortal (options: PortalOptions): Promise<Portal> {
       }
       for (const l of order) {
         if (stored.length >= replicas) break
+        const down = reportedDown(l)
+        if (down !== undefined) { skipped.push({ name: l.name, reason: down }); continue }
         try {
           if (stored.length === 0) { await put(l); via.set(l, 'put') }
           else {
@@ -254,6 +302,11 @@ export async function createPortal (options: PortalOptions): Promise<Portal> {
       for (const l of stored) k.replicas.add(l.index)
       known.set(oid, k)
       log?.info({ oid, size, replicas: stored.map(l => l.name) }, 'object published')
+      if (options.overlay !== undefined) {
+        const hints = lockers.filter(l => k.replicas.has(l.index)).map(l => l.uri)
+        options.overlay.publish(TOPICS.objectAvailable, { type: 'object-available', oid, size: k.size, hints, portal: base })
+          .catch(err => log?.warn({ oid, err: reasonOf(err) }, 'object-available not published'))
+      }
       return {
         oid,
         size,
@@ -310,6 +363,8 @@ export async function createPortal (options: PortalOptions): Promise<Portal> {
     const candidates = k !== undefined ? lockers.filter(l => k.replicas.has(l.index)) : lockers
     const skipped: Array<{ name: string, reason: string }> = []
     for (const { l, cost } of await rank(candidates, address)) {
+      const down = reportedDown(l)
+      if (down !== undefined) { skipped.push({ name: l.name, reason: down }); continue }
       const t = await token(l, oid, ['read'], tokenTtl)
       const why = await probe(l, oid, t)
       if (why === undefined) return { oid, locker: l.locker, name: l.name, url: `${l.objectUrl(oid)}?token=${encodeURIComponent(t)}`, token: t, cost, skipped }
@@ -368,14 +423,44 @@ export async function createPortal (options: PortalOptions): Promise<Portal> {
   })
 
   let started = false
+  let unsubscribe: (() => void) | undefined
+  let registering: { abort: AbortController, done: Promise<void> } | undefined
   return {
     get url () { return baseOf() },
     async start () {
       address = await listen(app, address)
       started = true
       log?.info({ url: baseOf(), lockers: lockers.map(l => l.name), replicas }, 'portal listening')
+      const overlay = options.overlay
+      if (overlay !== undefined) {
+        unsubscribe = overlay.subscribe(TOPICS.lockerStatus, onLockerStatus)
+        const urls = [baseOf()]
+        // In the background: registration must not keep the portal from serving (a node with no
+        // peer yet waits out its lookup timeout, 10 s); stop() cuts it short.
+        const abort = new AbortController()
+        registering = {
+          abort,
+          done: (async () => {
+            try {
+              const stored = await overlay.putService?.('portal', urls, { signal: abort.signal })
+              log?.info({ urls, stored }, 'portal registered in the overlay')
+            } catch (err) {
+              log?.warn({ err: reasonOf(err) }, 'portal not registered in the overlay')
+            }
+            await overlay.publish(TOPICS.serviceChange, { type: 'service-change', service: 'portal', urls })
+              .catch(err => log?.warn({ err: reasonOf(err) }, 'service-change not published'))
+          })()
+        }
+      }
     },
     async stop () {
+      unsubscribe?.()
+      unsubscribe = undefined
+      if (registering !== undefined) {
+        registering.abort.abort()
+        await registering.done
+        registering = undefined
+      }
       if (started) await app.close()
       started = false
       await dispatcher.close().catch(() => {})
