@@ -24,17 +24,27 @@ export interface Regions {
   stop: () => Promise<void>
 }
 
-export async function startRegions (dir: string): Promise<Regions> {
+const MiB = 1024 * 1024
+
+/** `overloaded`: that region's locker has a floor above what its server may send, so admission refuses every GET (503). */
+export async function startRegions (dir: string, o: { overloaded?: Region } = {}): Promise<Regions> {
   const alto = await createAltoServer({ listen: '127.0.0.1:0', topology: await loadTopology(FIXTURE) })
   await alto.start()
   const servers = {} as Record<Region, LockerServer>
   const keys = {} as Record<Region, SigningKey>
   for (const region of Object.keys(REGIONS) as Region[]) {
     const admin = await generateSigningKey()
-    const server = await createLockerServer({ listen: `${REGIONS[region]}.0.1:0`, dir: join(dir, region), adminKey: admin.publicJwk, allowPrivatePlaces: true })
+    const overloaded = o.overloaded === region
+    const server = await createLockerServer({
+      listen: `${REGIONS[region]}.0.1:0`,
+      dir: join(dir, region),
+      adminKey: admin.publicJwk,
+      allowPrivatePlaces: true,
+      ...(overloaded ? { capacity: { egress: MiB } } : {})
+    })
     await server.start()
     keys[region] = await generateSigningKey()
-    await new LockerClient(server.url).createLocker(await issueAdminToken(admin), { name: 'pub', key: keys[region].publicJwk })
+    await new LockerClient(server.url).createLocker(await issueAdminToken(admin), { name: 'pub', key: keys[region].publicJwk, ...(overloaded ? { floor: 2 * MiB } : {}) })
     servers[region] = server
   }
   return {

@@ -13,21 +13,17 @@ import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Agent, request } from 'undici'
-import { createAltoServer, type AltoServer } from '../../src/overlay/alto/server.ts'
-import { loadTopology } from '../../src/overlay/alto/topology.ts'
+import type { AltoServer } from '../../src/overlay/alto/server.ts'
 import { createPortal, type Portal } from '../../src/overlay/portal/server.ts'
-import { createLockerServer, type LockerServer } from '../../src/locker/server.ts'
-import { generateSigningKey, issueAccessToken, issueAdminToken, type SigningKey } from '../../src/core/tokens.ts'
+import type { LockerServer } from '../../src/locker/server.ts'
+import { issueAccessToken, type SigningKey } from '../../src/core/tokens.ts'
 import { digestHex } from '../../src/core/naming.ts'
 import { LockerClient } from '../../src/sdk/locker-client.ts'
 import { BERTH_BIN, firstJsonLine, runBerth, stopper } from '../interop/_berth-cli.ts'
+import { REGIONS, type Region, startRegions } from './_regions.ts'
 
-const FIXTURE = fileURLToPath(new URL('../fixtures/alto-three-regions.json', import.meta.url))
 const MiB = 1024 * 1024
-const REGIONS = { east: '127.1', west: '127.2', south: '127.3' } as const
-type Region = keyof typeof REGIONS
 
 interface World {
   dir: string
@@ -39,35 +35,17 @@ interface World {
   stop: () => Promise<void>
 }
 
-/** Lockers named after their region; `capacity`/`floor` make a region's locker refuse GETs with 503. */
+/** Lockers named after their region (test/overlay/_regions.ts); `overloaded` makes one refuse GETs with 503. */
 async function world (o: { replicas?: number, overloaded?: Region } = {}): Promise<World> {
   const dir = await mkdtemp(join(tmpdir(), 'berth-portal-test-'))
-  const alto = await createAltoServer({ listen: '127.0.0.1:0', topology: await loadTopology(FIXTURE) })
-  await alto.start()
-  const servers = {} as Record<Region, LockerServer>
-  const keys = {} as Record<Region, SigningKey>
-  for (const region of Object.keys(REGIONS) as Region[]) {
-    const admin = await generateSigningKey()
-    const overloaded = o.overloaded === region
-    const server = await createLockerServer({
-      listen: `${REGIONS[region]}.0.1:0`,
-      dir: join(dir, region),
-      adminKey: admin.publicJwk,
-      allowPrivatePlaces: true,
-      // Its locker's floor is more than the server can send: admission refuses every GET (503).
-      ...(overloaded ? { capacity: { egress: MiB } } : {})
-    })
-    await server.start()
-    keys[region] = await generateSigningKey()
-    await new LockerClient(server.url).createLocker(await issueAdminToken(admin), { name: 'pub', key: keys[region].publicJwk, ...(overloaded ? { floor: 2 * MiB } : {}) })
-    servers[region] = server
-  }
+  const regions = await startRegions(dir, { overloaded: o.overloaded })
+  const { alto, servers, keys } = regions
   const portal = await createPortal({
     listen: '127.0.0.1:0',
     alto: alto.url,
     replicas: o.replicas ?? 3,
     probeTimeoutMs: 1000,
-    lockers: (Object.keys(REGIONS) as Region[]).map(region => ({ name: region, url: servers[region].url, locker: 'pub', ownerKey: keys[region].privateJwk }))
+    lockers: regions.lockers()
   })
   await portal.start()
   const users = {} as Record<Region, Agent>
@@ -83,8 +61,7 @@ async function world (o: { replicas?: number, overloaded?: Region } = {}): Promi
     async stop () {
       await portal.stop()
       for (const u of Object.values(users)) await u.close()
-      for (const s of Object.values(servers)) await s.stop().catch(() => {})
-      await alto.stop()
+      await regions.stop()
       await rm(dir, { recursive: true, force: true })
     }
   }
